@@ -1,0 +1,30 @@
+"""Index layout of the small per-start arrays the compiled loop reads and writes.
+
+``counters`` (int64, one row per start) and ``controls`` (float64, one row per
+start) are plain arrays so that a batch of N starts is two matrices, each start
+owning its row.
+"""
+
+# counters[i]
+NIT = 0  # iterations taken
+NFEV = 1  # objective evaluations
+NJEV = 2  # gradient evaluations
+NHEV = 3  # Hessian evaluations
+STATUS = 4  # fastopt.status code
+STEP = 5  # the rule's own step counter (torch's state["step"])
+N_COUNTERS = 6
+
+# controls[i]
+GTOL = 0
+XTOL = 1
+FTOL = 2
+MAXITER = 3
+CLIP_VALUE = 4  # 0 = off
+CLIP_NORM = 5  # 0 = off
+FD_STEP = 6  # relative finite-difference step
+SCHEDULE_KIND = 7  # fastopt.schedules kind code, 0 = constant
+SCHEDULE_A = 8
+SCHEDULE_B = 9
+SCHEDULE_C = 10
+LINE_SEARCH = 11  # 0 none, 1 strong Wolfe, 2 backtracking Armijo
+N_CONTROLS = 12

@@ -1,0 +1,178 @@
+"""Turn ``method`` and ``options`` into the arrays the compiled loop reads.
+
+Shared by :func:`fastopt.minimize` (one start) and :func:`fastopt.minimize_batch`
+(N starts, where every numeric option may be an array of shape ``(N,)``).
+"""
+
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+from scipy.optimize import OptimizeWarning
+
+from . import _layout as L
+from .objective import CENTRAL, DEFAULT_REL_STEP
+from .rules import RULES, Rule
+from .schedules import as_schedule
+
+LOOP_DEFAULTS = {"maxiter": 10_000, "gtol": 1e-5, "xtol": 0.0, "ftol": 0.0,
+                 "clip_value": 0.0, "clip_norm": 0.0}
+HISTORY_MAX_BYTES = 1 << 30
+OTHER_OPTIONS = ("schedule", "finite_diff_rel_step", "history", "history_max_bytes", "disp",
+                 "line_search")
+LINE_SEARCHES = {None: 0, "none": 0, "strong-wolfe": 1, "wolfe": 1, "armijo": 2}
+
+
+class Setup(NamedTuple):
+    rule: Rule
+    hyper: np.ndarray  # (N, n_hyper)
+    controls: np.ndarray  # (N, N_CONTROLS)
+    n_state: int
+    history_every: int  # 0 = no history
+    history_rows: int
+    disp: bool
+
+
+def get_rule(method):
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string; got {type(method).__name__}")
+    key = method.lower()
+    if key not in RULES:
+        raise ValueError(f"Unknown method {method!r}; expected one of {sorted(RULES)}")
+    return RULES[key]
+
+
+def as_points(x0, name, batch):
+    """``x0`` as a fresh C-contiguous float64 array: shape (d,) or, for a batch, (N, d)."""
+    try:
+        arr = np.array(x0, dtype=np.float64, order="C", copy=True)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an array of real numbers; got {type(x0).__name__}") from exc
+    if batch:
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(f"{name} must have shape (N, d) with N, d >= 1; got shape {arr.shape}")
+    else:
+        if arr.ndim > 1:
+            raise ValueError(f"{name} must be a scalar or a 1-D array; got shape {arr.shape}")
+        arr = arr.reshape(-1)
+        if arr.size == 0:
+            raise ValueError(f"{name} must not be empty")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite; it contains NaN or inf")
+    return arr
+
+
+def _numeric(name, value, n_starts):
+    """A scalar option, or (batch only) one value per start, as a float array."""
+    arr = np.asarray(value)
+    if arr.dtype == bool:
+        arr = arr.astype(np.float64)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"Option {name!r} must be a real number; got {value!r}")
+    arr = arr.astype(np.float64)
+    if arr.ndim == 0:
+        return arr
+    if n_starts is not None and arr.shape == (n_starts,):
+        return arr
+    expected = "a scalar" if n_starts is None else f"a scalar or an array of shape ({n_starts},)"
+    raise ValueError(f"Option {name!r} must be {expected}; got shape {arr.shape}")
+
+
+def parse(method, options, tol, d, n_starts=None):
+    """Validate ``options`` for ``method``; ``n_starts`` is None for a single start."""
+    rule = get_rule(method)
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict; got {type(options).__name__}")
+    options = dict(options)
+    if "betas" in options and "beta1" in rule.hyperparameters:
+        betas = options.pop("betas")
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"Invalid betas: {betas!r}; expected a pair (beta1, beta2)")
+        options["beta1"], options["beta2"] = betas
+    known = set(rule.hyperparameters) | set(LOOP_DEFAULTS) | set(OTHER_OPTIONS)
+    unknown = sorted(k for k in options if k not in known)
+    if unknown:
+        warnings.warn(f"Unknown solver options: {', '.join(unknown)}", OptimizeWarning,
+                      stacklevel=3)
+    n = 1 if n_starts is None else n_starts
+
+    values = {}
+    for name in rule.hyperparameters:
+        values[name] = _numeric(name, options.get(name, rule.defaults[name]), n_starts)
+    for name in rule.scalar_only:
+        if values[name].ndim:
+            raise ValueError(f"Option {name!r} must be a scalar (it sets the state's size)")
+    rule.validate(values)
+
+    loop = {}
+    for name, default in LOOP_DEFAULTS.items():
+        value = options.get(name, default)
+        if name == "gtol" and "gtol" not in options and tol is not None:
+            value = tol
+        loop[name] = _numeric(name, value, n_starts)
+    for name in ("gtol", "xtol", "ftol", "clip_value", "clip_norm"):
+        if np.any(~(loop[name] >= 0)):
+            raise ValueError(f"Invalid {name}: expected a value >= 0; got {options.get(name, tol)!r}")
+    maxiter = loop["maxiter"]
+    if np.any(~(maxiter >= 0)) or np.any(maxiter != np.round(maxiter)):
+        raise ValueError(f"Invalid maxiter: {options.get('maxiter')!r}; expected an integer >= 0")
+
+    schedule = as_schedule(options.get("schedule"))
+    rel_step = options.get("finite_diff_rel_step")
+    rel_step = DEFAULT_REL_STEP[CENTRAL] if rel_step is None else rel_step
+    rel_step = _numeric("finite_diff_rel_step", rel_step, n_starts)
+    if np.any(~(rel_step > 0)):
+        raise ValueError("Invalid finite_diff_rel_step: expected a value > 0")
+    line_search = options.get("line_search")
+    if line_search not in LINE_SEARCHES:
+        raise ValueError(f"Invalid line_search: {line_search!r}; expected one of "
+                         "None, 'strong-wolfe', 'armijo'")
+
+    hyper = np.empty((n, len(rule.hyperparameters)))
+    for j, name in enumerate(rule.hyperparameters):
+        hyper[:, j] = values[name]
+    controls = np.zeros((n, L.N_CONTROLS))
+    controls[:, L.GTOL] = loop["gtol"]
+    controls[:, L.XTOL] = loop["xtol"]
+    controls[:, L.FTOL] = loop["ftol"]
+    controls[:, L.MAXITER] = maxiter
+    controls[:, L.CLIP_VALUE] = loop["clip_value"]
+    controls[:, L.CLIP_NORM] = loop["clip_norm"]
+    controls[:, L.FD_STEP] = rel_step
+    controls[:, L.SCHEDULE_KIND] = schedule.kind
+    controls[:, L.SCHEDULE_A] = schedule.a
+    controls[:, L.SCHEDULE_B] = schedule.b
+    controls[:, L.SCHEDULE_C] = schedule.c
+    controls[:, L.LINE_SEARCH] = LINE_SEARCHES[line_search]
+
+    every, rows = _history(options, int(np.max(maxiter)), n, d)
+    return Setup(rule, hyper, controls, int(rule.n_state(d, values)), every, rows,
+                 bool(options.get("disp", False)))
+
+
+def _history(options, maxiter, n, d):
+    history = options.get("history", False)
+    if history is False or history is None or history == 0:
+        return 0, 0
+    if history is True:
+        every = 1
+    elif isinstance(history, (int, np.integer)) and history > 0:
+        every = int(history)
+    else:
+        raise ValueError(f"Invalid history: {history!r}; expected True, False or an integer k > 0 "
+                         "(keep every k-th iterate)")
+    rows = maxiter // every + 1
+    limit = options.get("history_max_bytes", HISTORY_MAX_BYTES)
+    needed = n * rows * (d + 1) * 8
+    if needed > limit:
+        fitting = max(1, -(-n * (maxiter + 1) * (d + 1) * 8 // limit))
+        raise ValueError(
+            f"history would need {needed / 2**20:.1f} MiB for {n} start(s) x {rows} rows x "
+            f"{d + 1} values (history_max_bytes={limit}); keep every k-th iterate with "
+            f"options['history'] = k >= {fitting}, lower maxiter, or raise history_max_bytes"
+        )
+    return every, rows

@@ -1,0 +1,142 @@
+"""``fastopt.minimize_batch``: many independent starts side by side on every core."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import OptimizeResult
+
+from . import _layout as L
+from . import status as st
+from ._setup import as_points, parse
+from ._workspace import Workspace, check_workers
+from .minimize import MAX_STEPS
+from .loop import make_loop
+from .objective import prepare
+
+
+@dataclass
+class BatchResult:
+    """The outcome of every start of a batch; row ``i`` is start ``i``.
+
+    Attributes
+    ----------
+    x : ndarray (N, d)
+        Final points (for a diverged start, its last finite point).
+    fun : ndarray (N,)
+        Objective values at ``x``.
+    jac : ndarray (N, d)
+        Gradients at ``x``.
+    grad_norm : ndarray (N,)
+        Infinity norm of ``jac`` (what ``gtol`` is compared with).
+    nit, nfev, njev, nhev : ndarray (N,) of int
+        Iterations and evaluations of each start.
+    status : ndarray (N,) of int
+        ``fastopt.Status`` codes; ``messages`` maps each code present to its text.
+    success : ndarray (N,) of bool
+    x_history : ndarray (N, rows, d), f_history : ndarray (N, rows), optional
+        Every k-th iterate when ``options["history"]`` is set; rows past a start's
+        last iterate are NaN.
+    """
+
+    x: np.ndarray
+    fun: np.ndarray
+    jac: np.ndarray
+    grad_norm: np.ndarray
+    nit: np.ndarray
+    nfev: np.ndarray
+    njev: np.ndarray
+    nhev: np.ndarray
+    status: np.ndarray
+    success: np.ndarray
+    messages: dict = field(default_factory=dict)
+    x_history: np.ndarray = None
+    f_history: np.ndarray = None
+
+    def __len__(self):
+        return self.x.shape[0]
+
+    @property
+    def message(self):
+        """The message of each start, shape (N,)."""
+        return np.array([self.messages[int(c)] for c in self.status], dtype=object)
+
+    def best(self):
+        """The start with the lowest finite ``fun``, as a scipy ``OptimizeResult``."""
+        finite = np.where(np.isfinite(self.fun), self.fun, np.inf)
+        i = int(np.argmin(finite))
+        res = OptimizeResult(
+            x=self.x[i].copy(), fun=float(self.fun[i]), jac=self.jac[i].copy(),
+            nit=int(self.nit[i]), nfev=int(self.nfev[i]), njev=int(self.njev[i]),
+            status=int(self.status[i]), success=bool(self.success[i]),
+            message=self.messages[int(self.status[i])], index=i,
+        )
+        if self.x_history is not None:
+            res.x_history, res.f_history = self.x_history[i], self.f_history[i]
+        return res
+
+    def __repr__(self):
+        n = len(self)
+        best = self.best()
+        return (f"BatchResult(starts={n}, converged={int(self.success.sum())}/{n}, "
+                f"best fun={best.fun:.6g} at start {best.index})")
+
+
+def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=None, options=None,
+                   workers=None):
+    """Minimize ``fun`` from every row of ``X0`` independently, in parallel.
+
+    Each start runs exactly the loop :func:`fastopt.minimize` runs for it (row
+    ``i`` of the result is bit-identical to ``minimize(fun, X0[i], ...)`` whatever
+    the number of threads) and stops on its own; a start that diverges ends with
+    its own status and changes nothing for the others.
+
+    Parameters
+    ----------
+    fun, args, method, jac, hess, tol
+        As for :func:`fastopt.minimize`.
+    X0 : array_like, shape (N, d)
+        One starting point per row (a 1-D array is N one-dimensional starts).
+    options : dict, optional
+        As for :func:`fastopt.minimize`; every numeric option may also be an array
+        of shape (N,), one value per start (a learning-rate or momentum sweep is one
+        call). Batch history is bounded by ``history_max_bytes`` (1 GiB): asking
+        for more raises a ValueError that says which thinning fits.
+    workers : int, optional
+        Number of threads (default: all of numba's threads).
+
+    Returns
+    -------
+    BatchResult
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> X0 = np.random.default_rng(0).uniform(-2, 2, size=(1000, 2))
+    >>> res = fastopt.minimize_batch(fastopt.functions.rosenbrock.fun, X0, method="adam",
+    ...                              jac=fastopt.functions.rosenbrock.grad,
+    ...                              options={"lr": 0.01, "maxiter": 20000})
+    >>> bool(res.success.mean() > 0.9), np.round(res.best().x, 3).tolist()
+    (True, [1.0, 1.0])
+    """
+    workers = check_workers(workers)
+    X0 = as_points(X0, "X0", batch=True)
+    n, d = X0.shape
+    setup = parse(method, options, tol, d, n_starts=n)
+    objective, args = prepare(fun, X0[0], args, jac, hess, setup.rule.needs_hess)
+    work = Workspace(X0, setup)
+    work.run_all(make_loop(setup.rule, objective), args, MAX_STEPS, objective.compiled, workers)
+    return _result(work, setup)
+
+
+def _result(work, setup):
+    c = work.counters
+    status = c[:, L.STATUS].copy()
+    grad_norm = np.max(np.abs(work.G), axis=1)
+    return BatchResult(
+        x=work.X, fun=work.F, jac=work.G, grad_norm=grad_norm, nit=c[:, L.NIT].copy(),
+        nfev=c[:, L.NFEV].copy(), njev=c[:, L.NJEV].copy(), nhev=c[:, L.NHEV].copy(),
+        status=status, success=st.is_success(status),
+        messages={int(code): st.message(code) for code in np.unique(status)},
+        x_history=work.x_history if setup.history_every else None,
+        f_history=work.f_history if setup.history_every else None,
+    )

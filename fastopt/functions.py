@@ -1,0 +1,337 @@
+"""Built-in test functions with gradients, Hessians and known minima.
+
+Each is a :class:`TestFunction` whose ``fun``, ``grad`` and ``hess`` are compiled
+with numba (and callable from user ``@njit`` code), e.g.::
+
+    from fastopt.functions import rosenbrock
+    res = fastopt.minimize(rosenbrock.fun, [-1.2, 1.0], jac=rosenbrock.grad, method="adam")
+    rosenbrock.minimizers(2)   # array([[1., 1.]])
+
+``FUNCTIONS`` maps names to them. ``dim`` is None for functions of any dimension.
+"""
+
+import math
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from ._jit import kernel
+
+
+class TestFunction(NamedTuple):
+    """A test function and what is known about it."""
+
+    name: str
+    fun: Callable  # fun(x) -> float
+    grad: Callable  # grad(x) -> ndarray (d,)
+    hess: Callable  # hess(x) -> ndarray (d, d)
+    fmin: Callable  # fmin(d) -> the global minimum value
+    minimizers: Callable  # minimizers(d) -> ndarray (k, d) of global minimizers
+    bounds: tuple  # (low, high) of the usual search box, per coordinate
+    dim: int = None  # fixed dimension, or None for any
+    fg: Callable = None  # fg(x, g) -> f, writes the gradient into g (jac="inplace")
+
+    def minimize_kwargs(self):
+        """``fun`` and ``jac`` for the fastest protocol this function offers."""
+        if self.fg is not None:
+            return {"fun": self.fg, "jac": "inplace"}
+        return {"fun": self.fun, "jac": self.grad}
+
+    __test__ = False  # not a pytest class
+
+
+# --- sphere -----------------------------------------------------------------------
+@kernel
+def sphere_fun(x):
+    """f(x) = sum x_i^2."""
+    s = 0.0
+    for i in range(x.size):
+        s += x[i] * x[i]
+    return s
+
+
+@kernel
+def sphere_grad(x):
+    return 2.0 * x
+
+
+@kernel
+def sphere_hess(x):
+    return 2.0 * np.eye(x.size)
+
+
+# --- Rosenbrock -------------------------------------------------------------------
+@kernel
+def rosenbrock_fun(x):
+    """f(x) = sum_{i<d-1} 100 (x_{i+1} - x_i^2)^2 + (1 - x_i)^2; minimum 0 at (1, ..., 1)."""
+    s = 0.0
+    for i in range(x.size - 1):
+        a = x[i + 1] - x[i] * x[i]
+        b = 1.0 - x[i]
+        s += 100.0 * a * a + b * b
+    return s
+
+
+@kernel
+def rosenbrock_grad(x):
+    n = x.size
+    g = np.zeros(n)
+    for i in range(n - 1):
+        a = x[i + 1] - x[i] * x[i]
+        g[i] += -400.0 * x[i] * a - 2.0 * (1.0 - x[i])
+        g[i + 1] += 200.0 * a
+    return g
+
+
+@kernel
+def rosenbrock_hess(x):
+    n = x.size
+    H = np.zeros((n, n))
+    for i in range(n - 1):
+        H[i, i] += 1200.0 * x[i] * x[i] - 400.0 * x[i + 1] + 2.0
+        H[i + 1, i + 1] += 200.0
+        H[i, i + 1] += -400.0 * x[i]
+        H[i + 1, i] += -400.0 * x[i]
+    return H
+
+
+@kernel
+def rosenbrock_fg(x, g):
+    """Rosenbrock value, with its gradient written into ``g`` (no allocation)."""
+    n = x.size
+    for i in range(n):
+        g[i] = 0.0
+    s = 0.0
+    for i in range(n - 1):
+        a = x[i + 1] - x[i] * x[i]
+        b = 1.0 - x[i]
+        s += 100.0 * a * a + b * b
+        g[i] += -400.0 * x[i] * a - 2.0 * b
+        g[i + 1] += 200.0 * a
+    return s
+
+
+@kernel
+def sphere_fg(x, g):
+    s = 0.0
+    for i in range(x.size):
+        s += x[i] * x[i]
+        g[i] = 2.0 * x[i]
+    return s
+
+
+# --- Rastrigin --------------------------------------------------------------------
+@kernel
+def rastrigin_fun(x):
+    """f(x) = 10 d + sum x_i^2 - 10 cos(2 pi x_i); minimum 0 at 0."""
+    s = 10.0 * x.size
+    for i in range(x.size):
+        s += x[i] * x[i] - 10.0 * math.cos(2.0 * math.pi * x[i])
+    return s
+
+
+@kernel
+def rastrigin_grad(x):
+    g = np.empty(x.size)
+    for i in range(x.size):
+        g[i] = 2.0 * x[i] + 20.0 * math.pi * math.sin(2.0 * math.pi * x[i])
+    return g
+
+
+@kernel
+def rastrigin_hess(x):
+    H = np.zeros((x.size, x.size))
+    for i in range(x.size):
+        H[i, i] = 2.0 + 40.0 * math.pi * math.pi * math.cos(2.0 * math.pi * x[i])
+    return H
+
+
+@kernel
+def rastrigin_fg(x, g):
+    s = 10.0 * x.size
+    for i in range(x.size):
+        w = 2.0 * math.pi * x[i]
+        s += x[i] * x[i] - 10.0 * math.cos(w)
+        g[i] = 2.0 * x[i] + 20.0 * math.pi * math.sin(w)
+    return s
+
+
+# --- Ackley -----------------------------------------------------------------------
+@kernel
+def ackley_fun(x):
+    """f(x) = -20 exp(-0.2 sqrt(mean x^2)) - exp(mean cos 2 pi x) + 20 + e; minimum 0 at 0."""
+    n = x.size
+    s2 = 0.0
+    sc = 0.0
+    for i in range(n):
+        s2 += x[i] * x[i]
+        sc += math.cos(2.0 * math.pi * x[i])
+    return -20.0 * math.exp(-0.2 * math.sqrt(s2 / n)) - math.exp(sc / n) + 20.0 + math.e
+
+
+@kernel
+def ackley_grad(x):
+    n = x.size
+    s2 = 0.0
+    sc = 0.0
+    for i in range(n):
+        s2 += x[i] * x[i]
+        sc += math.cos(2.0 * math.pi * x[i])
+    r = math.sqrt(s2 / n)
+    e1 = math.exp(-0.2 * r)
+    e2 = math.exp(sc / n)
+    g = np.zeros(n)
+    for i in range(n):
+        if r > 0.0:
+            g[i] = 4.0 * e1 * x[i] / (n * r)
+        g[i] += e2 * 2.0 * math.pi * math.sin(2.0 * math.pi * x[i]) / n
+    return g
+
+
+# --- Himmelblau -------------------------------------------------------------------
+@kernel
+def himmelblau_fun(x):
+    """f(x, y) = (x^2 + y - 11)^2 + (x + y^2 - 7)^2; four minima of value 0."""
+    a = x[0] * x[0] + x[1] - 11.0
+    b = x[0] + x[1] * x[1] - 7.0
+    return a * a + b * b
+
+
+@kernel
+def himmelblau_grad(x):
+    a = x[0] * x[0] + x[1] - 11.0
+    b = x[0] + x[1] * x[1] - 7.0
+    return np.array([4.0 * x[0] * a + 2.0 * b, 2.0 * a + 4.0 * x[1] * b])
+
+
+@kernel
+def himmelblau_hess(x):
+    a = x[0] * x[0] + x[1] - 11.0
+    b = x[0] + x[1] * x[1] - 7.0
+    h01 = 4.0 * x[0] + 4.0 * x[1]
+    return np.array([[4.0 * a + 8.0 * x[0] * x[0] + 2.0, h01],
+                     [h01, 2.0 + 4.0 * b + 8.0 * x[1] * x[1]]])
+
+
+# --- Beale ------------------------------------------------------------------------
+@kernel
+def beale_fun(x):
+    """f(x, y) = (1.5 - x + xy)^2 + (2.25 - x + xy^2)^2 + (2.625 - x + xy^3)^2; 0 at (3, 0.5)."""
+    t1 = 1.5 - x[0] + x[0] * x[1]
+    t2 = 2.25 - x[0] + x[0] * x[1] ** 2
+    t3 = 2.625 - x[0] + x[0] * x[1] ** 3
+    return t1 * t1 + t2 * t2 + t3 * t3
+
+
+@kernel
+def beale_grad(x):
+    u, v = x[0], x[1]
+    t1 = 1.5 - u + u * v
+    t2 = 2.25 - u + u * v**2
+    t3 = 2.625 - u + u * v**3
+    gu = 2.0 * (t1 * (v - 1.0) + t2 * (v**2 - 1.0) + t3 * (v**3 - 1.0))
+    gv = 2.0 * (t1 * u + t2 * 2.0 * u * v + t3 * 3.0 * u * v**2)
+    return np.array([gu, gv])
+
+
+@kernel
+def beale_hess(x):
+    u, v = x[0], x[1]
+    t1 = 1.5 - u + u * v
+    t2 = 2.25 - u + u * v**2
+    t3 = 2.625 - u + u * v**3
+    huu = 2.0 * ((v - 1.0) ** 2 + (v**2 - 1.0) ** 2 + (v**3 - 1.0) ** 2)
+    huv = 2.0 * (u * (v - 1.0) + t1 + 2.0 * u * v * (v**2 - 1.0) + 2.0 * v * t2
+                 + 3.0 * u * v**2 * (v**3 - 1.0) + 3.0 * v**2 * t3)
+    hvv = 2.0 * (u * u + 4.0 * u * u * v * v + 2.0 * u * t2 + 9.0 * u * u * v**4
+                 + 6.0 * u * v * t3)
+    return np.array([[huu, huv], [huv, hvv]])
+
+
+# --- Styblinski-Tang --------------------------------------------------------------
+@kernel
+def styblinski_tang_fun(x):
+    """f(x) = 0.5 sum x_i^4 - 16 x_i^2 + 5 x_i; minimum -39.16617 d at x_i = -2.903534."""
+    s = 0.0
+    for i in range(x.size):
+        s += x[i] ** 4 - 16.0 * x[i] * x[i] + 5.0 * x[i]
+    return 0.5 * s
+
+
+@kernel
+def styblinski_tang_grad(x):
+    g = np.empty(x.size)
+    for i in range(x.size):
+        g[i] = 2.0 * x[i] ** 3 - 16.0 * x[i] + 2.5
+    return g
+
+
+@kernel
+def styblinski_tang_hess(x):
+    H = np.zeros((x.size, x.size))
+    for i in range(x.size):
+        H[i, i] = 6.0 * x[i] * x[i] - 16.0
+    return H
+
+
+@kernel
+def styblinski_tang_fg(x, g):
+    s = 0.0
+    for i in range(x.size):
+        s += x[i] ** 4 - 16.0 * x[i] * x[i] + 5.0 * x[i]
+        g[i] = 2.0 * x[i] ** 3 - 16.0 * x[i] + 2.5
+    return 0.5 * s
+
+
+# --- the seeds' wavy 1-D function -------------------------------------------------
+@kernel
+def wavy_fun(x):
+    """f(x) = (0.15 x)^2 + cos x + sin(3x)/3 + cos(5x)/5 + sin(7x)/7: steep walls, many minima."""
+    t = x[0]
+    return ((0.15 * t) ** 2 + math.cos(t) + math.sin(3.0 * t) / 3.0 + math.cos(5.0 * t) / 5.0
+            + math.sin(7.0 * t) / 7.0)
+
+
+@kernel
+def wavy_grad(x):
+    t = x[0]
+    return np.array([2.0 * 0.0225 * t - math.sin(t) + math.cos(3.0 * t) - math.sin(5.0 * t)
+                     + math.cos(7.0 * t)])
+
+
+@kernel
+def wavy_hess(x):
+    t = x[0]
+    return np.array([[0.045 - math.cos(t) - 3.0 * math.sin(3.0 * t) - 5.0 * math.cos(5.0 * t)
+                      - 7.0 * math.sin(7.0 * t)]])
+
+
+_ST_MIN = -2.903534027771177
+_WAVY_MIN = -2.9344735061226963
+
+sphere = TestFunction("sphere", sphere_fun, sphere_grad, sphere_hess, lambda d: 0.0,
+                      lambda d: np.zeros((1, d)), (-5.0, 5.0), fg=sphere_fg)
+rosenbrock = TestFunction("rosenbrock", rosenbrock_fun, rosenbrock_grad, rosenbrock_hess,
+                          lambda d: 0.0, lambda d: np.ones((1, d)), (-2.0, 2.0), fg=rosenbrock_fg)
+rastrigin = TestFunction("rastrigin", rastrigin_fun, rastrigin_grad, rastrigin_hess,
+                         lambda d: 0.0, lambda d: np.zeros((1, d)), (-5.12, 5.12), fg=rastrigin_fg)
+ackley = TestFunction("ackley", ackley_fun, ackley_grad, None, lambda d: 0.0,
+                      lambda d: np.zeros((1, d)), (-32.768, 32.768))
+himmelblau = TestFunction(
+    "himmelblau", himmelblau_fun, himmelblau_grad, himmelblau_hess, lambda d: 0.0,
+    lambda d: np.array([[3.0, 2.0], [-2.805118086952745, 3.131312518250573],
+                        [-3.779310253377747, -3.283185991286170],
+                        [3.584428340330492, -1.848126526964404]]),
+    (-5.0, 5.0), dim=2)
+beale = TestFunction("beale", beale_fun, beale_grad, beale_hess, lambda d: 0.0,
+                     lambda d: np.array([[3.0, 0.5]]), (-4.5, 4.5), dim=2)
+styblinski_tang = TestFunction(
+    "styblinski_tang", styblinski_tang_fun, styblinski_tang_grad, styblinski_tang_hess,
+    lambda d: d * styblinski_tang_fun(np.array([_ST_MIN])), lambda d: np.full((1, d), _ST_MIN),
+    (-5.0, 5.0), fg=styblinski_tang_fg)
+wavy = TestFunction("wavy", wavy_fun, wavy_grad, wavy_hess,
+                    lambda d: wavy_fun(np.array([_WAVY_MIN])),
+                    lambda d: np.array([[_WAVY_MIN]]), (-20.0, 20.0), dim=1)
+
+FUNCTIONS = {f.name: f for f in (sphere, rosenbrock, rastrigin, ackley, himmelblau, beale,
+                                 styblinski_tang, wavy)}

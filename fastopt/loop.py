@@ -1,0 +1,215 @@
+"""The compiled loop that drives any update rule, for one start or a batch.
+
+:func:`make_loop` builds two functions for a (rule, objective) pair.
+``run_start`` advances one start until it stops (or ``max_steps`` iterations,
+so Python callbacks can run between chunks). ``run_batch`` runs ``run_start``
+on every row of a batch with ``prange``: a batch row
+executes exactly the code of a single-start run on exactly its own data, so it
+is bit-identical to it whatever the number of threads, and a start that stops
+or diverges costs the others nothing.
+
+Per iteration ``k`` (from ``x_k`` with value ``f_k`` and gradient ``g_k``):
+
+1. stop with ``GTOL`` if ``max|g_k| <= gtol``, ``MAXITER`` if ``k == maxiter``;
+2. clip the gradient (by value, then by norm) and set the scheduled learning rate;
+3. the rule's ``advance`` computes ``x_{k+1}``, ``f_{k+1}``, ``g_{k+1}``;
+4. if any of them is non-finite, restore ``x_k`` (the last finite point) and stop
+   with ``DIVERGED``;
+5. stop with ``XTOL`` if ``max|x_{k+1} - x_k| <= xtol`` or with ``FTOL`` if
+   ``|f_{k+1} - f_k| <= ftol * max(|f_k|, |f_{k+1}|, 1)`` (each only if > 0).
+"""
+
+import functools
+
+import numpy as np
+from numba import prange
+
+from . import status as st
+from ._jit import driver, inlined, kernel, parallel_driver
+from ._layout import (
+    CLIP_NORM,
+    CLIP_VALUE,
+    FD_STEP,
+    FTOL,
+    GTOL,
+    MAXITER,
+    NIT,
+    SCHEDULE_A,
+    SCHEDULE_B,
+    SCHEDULE_C,
+    SCHEDULE_KIND,
+    STATUS,
+    XTOL,
+)
+from .clipping import clip_by_norm, clip_by_value
+from .schedules import scheduled_lr
+
+
+@kernel
+def norm_inf(v):
+    """Largest absolute element of ``v`` (NaN if any element is NaN)."""
+    m = 0.0
+    for i in range(v.size):
+        a = abs(v[i])
+        if not a <= m:
+            m = a
+    return m
+
+
+@kernel
+def max_abs_diff(a, b):
+    """``max|a - b|``."""
+    m = 0.0
+    for i in range(a.size):
+        d = abs(a[i] - b[i])
+        if not d <= m:
+            m = d
+    return m
+
+
+@kernel
+def all_finite(v):
+    """True if every element of ``v`` is finite."""
+    for i in range(v.size):
+        if not np.isfinite(v[i]):
+            return False
+    return True
+
+
+@kernel
+def record(x_history, f_history, every, nit, x, f):
+    """Store ``x`` and ``f`` as history row ``nit // every`` when ``nit`` is a multiple of ``every``."""
+    if f_history.size > 0 and nit % every == 0:
+        row = nit // every
+        if row < f_history.size:
+            x_history[row, :] = x
+            f_history[row] = f
+
+
+def make_loop(rule, objective):
+    """Build ``(run_start, run_batch)`` for one rule and one objective.
+
+    The rule's ``update`` (or ``advance``) and the objective's ``fg`` are closed
+    over rather than passed as arguments, so numba inlines them into the loop: at
+    small d the call boundary would otherwise cost more than the update itself.
+    Memoized: the second call with the same rule and objective compiles nothing.
+    In Python mode (an objective numba cannot compile) the same code runs
+    uncompiled, calling the compiled kernels.
+    """
+    step = rule.update if rule.update is not None else rule.advance
+    return _make_loop(step, rule.update is not None, objective.fg, objective.hess,
+                      objective.compiled)
+
+
+@functools.lru_cache(maxsize=256)
+def _make_loop(step, is_update, fg, hess, compiled):
+    if is_update:
+        update = step if compiled else step.py_func
+
+        def advance(args, x, f, g, state, hyper, controls, counters):
+            update(x, g, state, hyper, counters)
+            return fg(x, g, args, controls[FD_STEP], counters)
+    else:
+        rule_advance = step if compiled else step.py_func
+
+        def advance(args, x, f, g, state, hyper, controls, counters):
+            return rule_advance(fg, hess, args, x, f, g, state, hyper, controls, counters)
+
+    if compiled:
+        advance = inlined(advance)
+
+    def run_start(args, x, g, f_out, state, hyper, controls, counters, x_prev,
+                  g_prev, hyper_t, x_history, f_history, every, max_steps):
+        """Advance one start by at most ``max_steps`` iterations (see the module docstring).
+
+        All arrays belong to this start and are updated in place: ``x``, ``g``,
+        ``f_out`` (1 element), ``state`` (the rule's), ``counters`` (see
+        ``fastopt._layout``), the work arrays ``x_prev``, ``g_prev``, ``hyper_t``, and
+        the history rows.
+        """
+        if counters[STATUS] == st.NOT_STARTED:
+            f = fg(x, g, args, controls[FD_STEP], counters)
+            f_out[0] = f
+            record(x_history, f_history, every, 0, x, f)
+            if not (np.isfinite(f) and all_finite(g)):
+                counters[STATUS] = st.DIVERGED
+                return
+            counters[STATUS] = st.RUNNING
+        if counters[STATUS] != st.RUNNING:
+            return
+        f = f_out[0]
+        gtol = controls[GTOL]
+        xtol = controls[XTOL]
+        ftol = controls[FTOL]
+        maxiter = controls[MAXITER]
+        clip_value = controls[CLIP_VALUE]
+        clip_norm = controls[CLIP_NORM]
+        schedule = int(controls[SCHEDULE_KIND])
+        for j in range(hyper.size):
+            hyper_t[j] = hyper[j]
+        status = st.RUNNING
+        steps = 0
+        while True:
+            if norm_inf(g) <= gtol:
+                status = st.GTOL
+                break
+            nit = counters[NIT]
+            if nit >= maxiter:
+                status = st.MAXITER
+                break
+            if steps >= max_steps:
+                break
+            for i in range(x.size):
+                x_prev[i] = x[i]
+                g_prev[i] = g[i]
+            f_prev = f
+            if clip_value > 0.0:
+                clip_by_value(g, clip_value)
+            if clip_norm > 0.0:
+                clip_by_norm(g, clip_norm)
+            if schedule != 0:
+                hyper_t[0] = scheduled_lr(hyper[0], nit, schedule, controls[SCHEDULE_A],
+                                          controls[SCHEDULE_B], controls[SCHEDULE_C])
+            f = advance(args, x, f, g, state, hyper_t, controls, counters)
+            steps += 1
+            if counters[STATUS] != st.RUNNING:  # the rule itself failed, x is its last good point
+                status = counters[STATUS]
+                if not (np.isfinite(f) and all_finite(x) and all_finite(g)):
+                    f = f_prev
+                    for i in range(x.size):
+                        x[i] = x_prev[i]
+                        g[i] = g_prev[i]
+                break
+            if not (np.isfinite(f) and all_finite(g) and all_finite(x)):
+                f = f_prev
+                for i in range(x.size):
+                    x[i] = x_prev[i]
+                    g[i] = g_prev[i]
+                status = st.DIVERGED
+                break
+            nit += 1
+            counters[NIT] = nit
+            record(x_history, f_history, every, nit, x, f)
+            if xtol > 0.0 and max_abs_diff(x, x_prev) <= xtol:
+                status = st.XTOL
+                break
+            if ftol > 0.0 and abs(f - f_prev) <= ftol * max(abs(f), abs(f_prev), 1.0):
+                status = st.FTOL
+                break
+        f_out[0] = f
+        counters[STATUS] = status
+
+    if compiled:
+        run_start = driver(run_start)
+
+    def run_batch(args, X, G, F, state, hyper, controls, counters, X_prev, G_prev, hyper_t,
+                  x_history, f_history, every, max_steps):
+        """``run_start`` on every row of a batch, in parallel (one start per task)."""
+        for i in prange(X.shape[0]):
+            run_start(args, X[i], G[i], F[i:i + 1], state[i], hyper[i], controls[i], counters[i],
+                      X_prev[i], G_prev[i], hyper_t[i], x_history[i], f_history[i], every,
+                      max_steps)
+
+    if compiled:
+        run_batch = parallel_driver(run_batch)
+    return run_start, run_batch

@@ -1,0 +1,143 @@
+"""``fastopt.minimize``: scipy.optimize.minimize's interface on fastopt's compiled loop."""
+
+import inspect
+import warnings
+
+import numpy as np
+from scipy.optimize import OptimizeResult
+
+from . import _layout as L
+from . import status as st
+from ._setup import as_points, parse
+from ._workspace import Workspace
+from .loop import make_loop
+from .objective import prepare
+
+MAX_STEPS = np.iinfo(np.int64).max
+
+
+def minimize(fun, x0, args=(), method="adam", jac=None, hess=None, hessp=None, bounds=None,
+             constraints=(), tol=None, callback=None, options=None):
+    """Minimize a scalar function of one or more variables, as ``scipy.optimize.minimize``.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args) -> float``; ``x`` is a 1-D float64 array. A ``@numba.njit``
+        function runs fastest; a plain Python/NumPy function is compiled with numba
+        automatically, or runs at Python speed (with a warning) if it cannot be.
+    x0 : array_like, shape (d,) or scalar
+        Starting point.
+    args : tuple
+        Extra arguments passed to ``fun``, ``jac`` and ``hess``.
+    method : str
+        ``"sgd"`` (``"gd"``), ``"adagrad"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``,
+        and the second-order rules (see ``fastopt.rules.RULES``).
+    jac : callable, bool or None
+        ``jac(x, *args) -> ndarray (d,)``; ``True`` if ``fun`` returns ``(f, g)``;
+        None (or ``"3-point"``) for central finite differences evaluated inside the
+        compiled loop, ``"2-point"`` for forward differences.
+    hess : callable, optional
+        ``hess(x, *args) -> ndarray (d, d)``, for Newton-type methods.
+    hessp, bounds, constraints
+        Not supported; a warning is given if set (as scipy does for methods that
+        cannot use them).
+    tol : float, optional
+        Sets ``gtol`` unless ``options`` sets it.
+    callback : callable, optional
+        ``callback(intermediate_result)`` (an ``OptimizeResult`` with ``x`` and
+        ``fun``) or ``callback(xk)``, after every iteration; raise
+        ``StopIteration`` to stop (status 99). With a callback the loop returns to
+        Python every iteration.
+    options : dict, optional
+        The rule's hyperparameters by torch.optim's names (``lr``, ``momentum``,
+        ``betas``, ...) and ``maxiter`` (10000), ``gtol`` (1e-5, infinity norm of
+        the gradient), ``xtol`` (0 = off, infinity norm of the step), ``ftol``
+        (0 = off, relative change in f), ``schedule`` (a ``fastopt.schedules``
+        schedule), ``clip_value``, ``clip_norm``, ``finite_diff_rel_step``,
+        ``history`` (True, or k to keep every k-th iterate), ``disp``.
+
+    Returns
+    -------
+    scipy.optimize.OptimizeResult
+        ``x, fun, jac, nit, nfev, njev, status, success, message`` (and ``nhev``,
+        and ``x_history``, ``f_history`` when ``history`` is set).
+
+    Examples
+    --------
+    >>> import fastopt
+    >>> res = fastopt.minimize(lambda x: (x[0] - 3.0) ** 2, [0.0], method="adam",
+    ...                        options={"lr": 0.1, "maxiter": 5000})
+    >>> bool(res.success), round(float(res.x[0]), 4)
+    (True, 3.0)
+    """
+    if hessp is not None:
+        warnings.warn(f"Method {method} does not use Hessian-vector product information (hessp).",
+                      RuntimeWarning, stacklevel=2)
+    if bounds is not None or (constraints is not None and len(constraints) > 0):
+        warnings.warn(f"Method {method} cannot handle constraints nor bounds.", RuntimeWarning,
+                      stacklevel=2)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable; got {type(callback).__name__}")
+    x0 = as_points(x0, "x0", batch=False)
+    setup = parse(method, options, tol, x0.size)
+    objective, args = prepare(fun, x0, args, jac, hess, setup.rule.needs_hess)
+    work = Workspace(x0[None, :].copy(), setup)
+    loop = make_loop(setup.rule, objective)
+    if callback is None:
+        work.run_one(loop, args, MAX_STEPS)
+    else:
+        _run_with_callback(work, loop, args, callback)
+    return _result(work, setup)
+
+
+def _run_with_callback(work, loop, args, callback):
+    wants_result = _wants_intermediate_result(callback)
+    counters = work.counters[0]
+    while True:
+        nit_before = counters[L.NIT]
+        work.run_one(loop, args, 1)
+        if counters[L.NIT] > nit_before:
+            x = work.X[0].copy()
+            try:
+                if wants_result:
+                    callback(OptimizeResult(x=x, fun=float(work.F[0])))
+                else:
+                    callback(x)
+            except StopIteration:
+                counters[L.STATUS] = st.CALLBACK
+                return
+        if counters[L.STATUS] != st.RUNNING:
+            return
+
+
+def _wants_intermediate_result(callback):
+    try:
+        params = inspect.signature(callback).parameters
+    except (TypeError, ValueError):
+        return False
+    return list(params) == ["intermediate_result"]
+
+
+def _result(work, setup):
+    counters = work.counters[0]
+    code = int(counters[L.STATUS])
+    result = OptimizeResult(
+        x=work.X[0],
+        fun=float(work.F[0]),
+        jac=work.G[0],
+        nit=int(counters[L.NIT]),
+        nfev=int(counters[L.NFEV]),
+        njev=int(counters[L.NJEV]),
+        status=code,
+        success=bool(st.is_success(code)),
+        message=st.message(code),
+    )
+    if setup.rule.needs_hess:
+        result.nhev = int(counters[L.NHEV])
+    if setup.history_every:
+        result.x_history, result.f_history = work.history_rows(0)
+    if setup.disp:
+        print(f"{result.message}\n         Current function value: {result.fun:.6g}\n"
+              f"         Iterations: {result.nit}\n         Function evaluations: {result.nfev}")
+    return result

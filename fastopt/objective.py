@@ -1,0 +1,370 @@
+"""Turn a user's ``fun`` / ``jac`` / ``hess`` into the compiled callables the loop uses.
+
+The loop calls ``fg(x, g, args, fd_step, counters) -> f``: it returns the value at
+``x``, writes the gradient into ``g`` and counts evaluations in ``counters``.
+Second-order rules also call ``hess(x, H, args, fd_step, counters)``, which
+writes the Hessian into ``H``.
+
+User functions are compiled with numba (``@njit`` functions are used as they
+are). A function numba cannot compile still works: fastopt then runs the same
+loop as plain Python (the ``.py_func`` of every compiled piece) and warns once,
+so a valid scipy objective is never refused.
+"""
+
+import functools
+import warnings
+from typing import Callable, NamedTuple
+
+import numba
+import numpy as np
+from numba.core.errors import NumbaError
+from numba.extending import is_jitted, overload
+
+from ._jit import driver, inlined
+from ._layout import NFEV, NHEV, NJEV
+
+CENTRAL, FORWARD, JAC, FUN_AND_JAC, INPLACE = "3-point", "2-point", "jac", "fun_and_jac", "inplace"
+HESS_REL_STEP = float(np.finfo(float).eps ** (1 / 3))
+DEFAULT_REL_STEP = {CENTRAL: np.finfo(float).eps ** (1 / 3), FORWARD: np.finfo(float).eps ** 0.5}
+
+
+class PythonSpeedWarning(UserWarning):
+    """A user function could not be compiled with numba and runs at Python speed."""
+
+
+def to_float(value):
+    """The objective's value as a float (it may return a scalar or a size-1 array)."""
+    return float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+
+
+@overload(to_float)
+def _to_float_numba(value):
+    if isinstance(value, numba.types.Array):
+        return lambda value: float(value.ravel()[0])
+    if isinstance(value, (numba.types.Number, numba.types.Boolean)):
+        return lambda value: float(value)
+    return None
+
+
+def store_vector(out, value):
+    """Copy a gradient (array, or scalar for 1-D problems) into ``out``."""
+    out[:] = np.asarray(value, dtype=np.float64).reshape(-1)
+
+
+@overload(store_vector)
+def _store_vector_numba(out, value):
+    if isinstance(value, numba.types.Array):
+        def impl(out, value):
+            flat = value.ravel()
+            for i in range(out.size):
+                out[i] = flat[i]
+        return impl
+    if isinstance(value, (numba.types.Number, numba.types.Boolean)):
+        def impl_scalar(out, value):
+            out[0] = value
+        return impl_scalar
+    return None
+
+
+def store_matrix(out, value):
+    """Copy a Hessian (2-D array, or scalar for 1-D problems) into ``out``."""
+    out[:, :] = np.asarray(value, dtype=np.float64).reshape(out.shape)
+
+
+@overload(store_matrix)
+def _store_matrix_numba(out, value):
+    if isinstance(value, numba.types.Array):
+        def impl(out, value):
+            flat = value.ravel()
+            n = out.shape[1]
+            for i in range(out.shape[0]):
+                for j in range(n):
+                    out[i, j] = flat[i * n + j]
+        return impl
+    if isinstance(value, (numba.types.Number, numba.types.Boolean)):
+        def impl_scalar(out, value):
+            out[0, 0] = value
+        return impl_scalar
+    return None
+
+
+_FG_SOURCE = {
+    JAC: """
+def fg(x, g, args, fd_step, counters):
+    f = to_float(fun(x{a}))
+    store_vector(g, jac(x{a}))
+    counters[NFEV] += 1
+    counters[NJEV] += 1
+    return f
+""",
+    FUN_AND_JAC: """
+def fg(x, g, args, fd_step, counters):
+    out = fun(x{a})
+    f = to_float(out[0])
+    store_vector(g, out[1])
+    counters[NFEV] += 1
+    counters[NJEV] += 1
+    return f
+""",
+    INPLACE: """
+def fg(x, g, args, fd_step, counters):
+    f = to_float(fun(x, g{a}))
+    counters[NFEV] += 1
+    counters[NJEV] += 1
+    return f
+""",
+    CENTRAL: """
+def fg(x, g, args, fd_step, counters):
+    f = to_float(fun(x{a}))
+    for i in range(x.size):
+        xi = x[i]
+        h = fd_step * max(1.0, abs(xi))
+        x[i] = xi + h
+        x_plus = x[i]
+        f_plus = to_float(fun(x{a}))
+        x[i] = xi - h
+        x_minus = x[i]
+        f_minus = to_float(fun(x{a}))
+        x[i] = xi
+        g[i] = (f_plus - f_minus) / (x_plus - x_minus)
+    counters[NFEV] += 1 + 2 * x.size
+    counters[NJEV] += 1
+    return f
+""",
+    FORWARD: """
+def fg(x, g, args, fd_step, counters):
+    f = to_float(fun(x{a}))
+    for i in range(x.size):
+        xi = x[i]
+        h = fd_step * max(1.0, abs(xi))
+        x[i] = xi + h
+        x_plus = x[i]
+        f_plus = to_float(fun(x{a}))
+        x[i] = xi
+        g[i] = (f_plus - f) / (x_plus - xi)
+    counters[NFEV] += 1 + x.size
+    counters[NJEV] += 1
+    return f
+""",
+}
+
+# Calls with up to this many extra arguments are written out (args[0], args[1], ...):
+# numba cannot inline a function whose body calls a closure variable with *args.
+MAX_EXPANDED_ARGS = 8
+
+
+def _expanded(n_args):
+    if n_args > MAX_EXPANDED_ARGS:
+        return ", *args"
+    return "".join(f", args[{i}]" for i in range(n_args))
+
+
+def _make_fg(fun, jac, mode, n_args):
+    """Build ``fg`` for ``mode`` as plain Python, from a template with ``args`` written out.
+
+    The user's functions are globals of the generated code (not arguments), so a
+    compiled ``fg`` calls them directly and numba can inline ``fg`` into the loop.
+    """
+    namespace = {"fun": fun, "jac": jac, "to_float": to_float, "store_vector": store_vector,
+                 "NFEV": NFEV, "NJEV": NJEV}
+    exec(_FG_SOURCE[mode].format(a=_expanded(n_args)), namespace)  # noqa: S102 - fixed template
+    return namespace["fg"]
+
+
+def _make_hess(hess, fg):
+    """Build ``hess_eval``: the user's ``hess``, or central differences of the gradient."""
+    if hess is not None:
+        def hess_eval(x, H, args, fd_step, counters):
+            store_matrix(H, hess(x, *args))
+            counters[NHEV] += 1
+    else:
+        def hess_eval(x, H, args, fd_step, counters):
+            n = x.size
+            g_plus = np.empty(n)
+            g_minus = np.empty(n)
+            for j in range(n):
+                xj = x[j]
+                h = HESS_REL_STEP * max(1.0, abs(xj))
+                x[j] = xj + h
+                x_plus = x[j]
+                fg(x, g_plus, args, fd_step, counters)
+                x[j] = xj - h
+                x_minus = x[j]
+                fg(x, g_minus, args, fd_step, counters)
+                x[j] = xj
+                for i in range(n):
+                    H[i, j] = (g_plus[i] - g_minus[i]) / (x_plus - x_minus)
+            for i in range(n):
+                for j in range(i + 1, n):
+                    s = 0.5 * (H[i, j] + H[j, i])
+                    H[i, j] = s
+                    H[j, i] = s
+            counters[NHEV] += 1
+    return hess_eval
+
+
+def _no_hess(x, H, args, fd_step, counters):
+    """Placeholder passed to rules that never evaluate a Hessian."""
+    return None
+
+
+_no_hess_compiled = driver(_no_hess)
+
+
+class Objective(NamedTuple):
+    """The callables the loop uses, and whether they are compiled."""
+
+    fg: Callable
+    hess: Callable
+    compiled: bool
+    jac_mode: str
+
+
+def _compile(f):
+    """``f`` as a numba dispatcher (memoized, so a function is compiled once)."""
+    if f is None or is_jitted(f):
+        return f
+    try:
+        return _compile_cached(f)
+    except TypeError:  # unhashable callable
+        return numba.njit(f)
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_cached(f):
+    return numba.njit(f)
+
+
+@functools.lru_cache(maxsize=256)
+def _build(fun, jac, hess, mode, needs_hess, compiled, n_args):
+    if compiled:
+        fun, jac, hess = _compile(fun), _compile(jac), _compile(hess)
+    else:
+        fun, jac, hess = (getattr(f, "py_func", f) if f is not None else None
+                          for f in (fun, jac, hess))
+    fg = _make_fg(fun, jac, mode, n_args)
+    if compiled:
+        fg = inlined(fg) if n_args <= MAX_EXPANDED_ARGS else driver(fg)
+    if needs_hess:
+        hess_eval = _make_hess(hess, fg)
+        hess_eval = driver(hess_eval) if compiled else hess_eval
+    else:
+        hess_eval = _no_hess_compiled if compiled else _no_hess
+    return Objective(fg, hess_eval, compiled, mode)
+
+
+def jac_mode(jac):
+    """Classify ``jac`` as scipy does: callable, True (fun returns (f, g)), or finite differences."""
+    if callable(jac):
+        return JAC
+    if jac is True:
+        return FUN_AND_JAC
+    if isinstance(jac, str) and jac == "inplace":
+        return INPLACE
+    if jac is None or jac is False or (isinstance(jac, str) and jac in ("3-point", "cs")):
+        return CENTRAL
+    if isinstance(jac, str) and jac == "2-point":
+        return FORWARD
+    raise TypeError(
+        f"Invalid jac: {jac!r}; expected a callable, True (fun returns (f, g)), 'inplace' "
+        "(fun(x, g, *args) writes g and returns f), None, '2-point' or '3-point'"
+    )
+
+
+def _probe(fun, jac, hess, mode, x, args, compile_first):
+    """Evaluate the user functions once at ``x``: check what they return; report compile failure."""
+    def call(f, *a):
+        if compile_first:
+            f = _compile(f)
+        elif is_jitted(f):
+            f = f.py_func
+        return f(*a)
+
+    if mode == INPLACE:
+        grad = np.full(x.size, np.nan)
+        out = call(fun, x.copy(), grad, *args)
+    else:
+        out = call(fun, x.copy(), *args)
+    if mode == INPLACE:
+        value = out
+    elif mode == FUN_AND_JAC:
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError("jac=True requires fun to return a tuple (f, g)")
+        value, grad = out
+    else:
+        value, grad = out, (call(jac, x.copy(), *args) if mode == JAC else None)
+    value_arr = np.asarray(value)
+    if value_arr.size != 1 or not np.issubdtype(value_arr.dtype, np.number):
+        raise ValueError(
+            f"fun must return a scalar (or an array of size 1); got {type(value).__name__} "
+            f"of shape {value_arr.shape}"
+        )
+    if grad is not None and np.asarray(grad).size != x.size:
+        raise ValueError(
+            f"jac must return an array of shape ({x.size},); got shape {np.asarray(grad).shape}"
+        )
+    if hess is not None:
+        h = np.asarray(call(hess, x.copy(), *args))
+        if h.size != x.size * x.size:
+            raise ValueError(
+                f"hess must return an array of shape ({x.size}, {x.size}); got shape {h.shape}"
+            )
+
+
+def prepare(fun, x0, args, jac=None, hess=None, needs_hess=False):
+    """Validate the user functions at ``x0`` and return an :class:`Objective`.
+
+    Tries numba first; if numba cannot compile a function, falls back to Python
+    with a :class:`PythonSpeedWarning`. Errors the functions raise in plain
+    Python too are the user's and propagate unchanged.
+    """
+    if not callable(fun):
+        raise TypeError(f"fun must be callable; got {type(fun).__name__}")
+    mode = jac_mode(jac)
+    jac_fun = jac if mode == JAC else None
+    if hess is not None and not callable(hess):
+        raise TypeError(f"hess must be callable or None; got {type(hess).__name__}")
+    if not isinstance(args, tuple):
+        args = (args,)
+    key = (fun, jac_fun, hess, mode, needs_hess, x0.size, _signature(args))
+    try:
+        compiled = _VALIDATED.get(key)
+    except TypeError:  # unhashable callable or argument
+        key, compiled = None, None
+    if compiled is None:
+        compiled = _validate(fun, jac_fun, hess, mode, x0, args)
+        if key is not None:
+            if len(_VALIDATED) > 1024:
+                _VALIDATED.clear()
+            _VALIDATED[key] = compiled
+    try:
+        objective = _build(fun, jac_fun, hess, mode, needs_hess, compiled, len(args))
+    except TypeError:  # unhashable callables: build without the cache
+        objective = _build.__wrapped__(fun, jac_fun, hess, mode, needs_hess, compiled,
+                                       len(args))
+    return objective, args
+
+
+_VALIDATED = {}  # (functions, mode, d, argument types) -> compiled?
+
+
+def _signature(args):
+    return tuple((type(a), getattr(a, "dtype", None), getattr(a, "ndim", None)) for a in args)
+
+
+def _validate(fun, jac_fun, hess, mode, x0, args):
+    """Probe compiled; on a numba error, probe in Python and warn. Returns ``compiled``."""
+    try:
+        _probe(fun, jac_fun, hess, mode, x0, args, compile_first=True)
+        return True
+    except NumbaError as exc:
+        _probe(fun, jac_fun, hess, mode, x0, args, compile_first=False)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(
+            "fastopt could not compile the objective with numba, so it runs at Python "
+            f"speed (numba said: {reason}). Decorate it with @numba.njit, or make it "
+            "numba-compatible, for full speed.",
+            PythonSpeedWarning,
+            stacklevel=4,
+        )
+        return False

@@ -1,0 +1,238 @@
+"""The step API: torch.optim's classes, names and defaults on flat NumPy arrays.
+
+>>> import numpy as np, fastopt
+>>> opt = fastopt.Adam(lr=1e-3)
+>>> x = np.array([1.0, -2.0]); state = opt.init(x)
+>>> opt.step(x, 2 * x, state)        # x and state are updated in place
+>>> int(state.step[0])
+1
+
+State is an explicit NamedTuple of arrays (optax's style) with torch's state
+names; ``step`` is a 1-element int64 array. Each ``step`` is one compiled call
+(multithreaded for vectors of ``PARALLEL_THRESHOLD`` elements or more, with
+identical numerics). The kernels behind it (``fastopt.rules.adam_update``, ...)
+are callable from user ``@njit`` code too.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .rules import RULES, adagrad, adam, rmsprop, sgd
+
+PARALLEL_THRESHOLD = 1 << 18
+_EMPTY = np.empty(0)
+
+
+class SGDState(NamedTuple):
+    step: np.ndarray
+    momentum_buffer: np.ndarray
+
+
+class AdagradState(NamedTuple):
+    step: np.ndarray
+    sum: np.ndarray
+
+
+class RMSpropState(NamedTuple):
+    step: np.ndarray
+    square_avg: np.ndarray
+    momentum_buffer: np.ndarray
+    grad_avg: np.ndarray
+
+
+class AdamState(NamedTuple):
+    step: np.ndarray
+    exp_avg: np.ndarray
+    exp_avg_sq: np.ndarray
+    max_exp_avg_sq: np.ndarray
+
+
+def _flat(array, name, size=None):
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray (updated in place); got "
+                        f"{type(array).__name__}")
+    if array.dtype != np.float64:
+        raise TypeError(f"{name} must have dtype float64; got {array.dtype}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if size is not None and array.size != size:
+        raise ValueError(f"{name} must have {size} elements like params; got {array.size}")
+    return array.reshape(-1)
+
+
+class Optimizer:
+    """Base class: validated hyperparameters plus ``init`` and ``step``."""
+
+    method = None  # name in fastopt.rules.RULES
+
+    def __init__(self, **hyperparameters):
+        rule = RULES[self.method]
+        values = {k: np.asarray(float(v)) for k, v in hyperparameters.items()}
+        for name, value in hyperparameters.items():
+            if isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value):
+                raise TypeError(f"{name} must be a scalar; got {value!r}")
+        rule.validate(values)
+        self.hyperparameters = {k: (bool(v) if isinstance(rule.defaults[k], bool) else float(v))
+                                for k, v in hyperparameters.items()}
+
+    def __getattr__(self, name):
+        hyper = self.__dict__.get("hyperparameters", {})
+        if name in hyper:
+            return hyper[name]
+        raise AttributeError(name)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
+        return f"{type(self).__name__}({args})"
+
+    def _buffers(self, params, n):
+        flat = _flat(params, "params")
+        return flat, np.zeros((n, flat.size)), np.zeros(1, dtype=np.int64)
+
+    def step(self, params, grad, state):
+        """Apply one update to ``params`` in place, given its gradient ``grad``."""
+        p = _flat(params, "params")
+        g = _flat(grad, "grad", p.size)
+        if not isinstance(state, self._state_type):
+            raise TypeError(f"state must be the {self._state_type.__name__} returned by "
+                            f"init(); got {type(state).__name__}")
+        self._apply(p.size >= PARALLEL_THRESHOLD, p, g, state)
+
+
+class SGD(Optimizer):
+    r"""Gradient descent with optional heavy-ball or Nesterov momentum (torch.optim.SGD).
+
+    ``lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, maximize=False``.
+    Update rule: see :mod:`fastopt.rules.sgd`. optax: ``optax.sgd``.
+    """
+
+    method = "sgd"
+    _state_type = SGDState
+
+    def __init__(self, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+                 maximize=False):
+        super().__init__(lr=lr, momentum=momentum, dampening=dampening,
+                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+
+    def init(self, params):
+        """Fresh state for ``params``: step 0 and a momentum buffer (empty if momentum is 0)."""
+        flat = _flat(params, "params")
+        buf = np.zeros(flat.size) if self.momentum != 0 else _EMPTY
+        return SGDState(np.zeros(1, dtype=np.int64), buf)
+
+    def _apply(self, parallel, p, g, s):
+        kernel = sgd.sgd_update_parallel if parallel else sgd.sgd_update
+        h = self.hyperparameters
+        kernel(p, g, s.step, s.momentum_buffer, h["lr"], h["momentum"], h["dampening"],
+               h["weight_decay"], h["nesterov"], h["maximize"])
+
+
+class Adagrad(Optimizer):
+    r"""AdaGrad (torch.optim.Adagrad).
+
+    ``lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+    maximize=False``. Update rule: see :mod:`fastopt.rules.adagrad`. optax:
+    ``optax.adagrad`` (different defaults).
+    """
+
+    method = "adagrad"
+    _state_type = AdagradState
+
+    def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                 eps=1e-10, maximize=False):
+        super().__init__(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                         initial_accumulator_value=initial_accumulator_value, eps=eps,
+                         maximize=maximize)
+
+    def init(self, params):
+        flat = _flat(params, "params")
+        return AdagradState(np.zeros(1, dtype=np.int64),
+                            np.full(flat.size, self.initial_accumulator_value))
+
+    def _apply(self, parallel, p, g, s):
+        kernel = adagrad.adagrad_update_parallel if parallel else adagrad.adagrad_update
+        h = self.hyperparameters
+        kernel(p, g, s.step, s.sum, h["lr"], h["lr_decay"], h["weight_decay"], h["eps"],
+               h["maximize"])
+
+
+class RMSprop(Optimizer):
+    r"""RMSProp (torch.optim.RMSprop).
+
+    ``lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
+    maximize=False``. Update rule: see :mod:`fastopt.rules.rmsprop`. optax:
+    ``optax.rmsprop`` (decay 0.9 by default, eps inside the square root).
+    """
+
+    method = "rmsprop"
+    _state_type = RMSpropState
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, maximize=False):
+        super().__init__(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                         momentum=momentum, centered=centered, maximize=maximize)
+
+    def init(self, params):
+        n = _flat(params, "params").size
+        return RMSpropState(np.zeros(1, dtype=np.int64), np.zeros(n),
+                            np.zeros(n) if self.momentum > 0 else _EMPTY,
+                            np.zeros(n) if self.centered else _EMPTY)
+
+    def _apply(self, parallel, p, g, s):
+        kernel = rmsprop.rmsprop_update_parallel if parallel else rmsprop.rmsprop_update
+        h = self.hyperparameters
+        kernel(p, g, s.step, s.square_avg, s.momentum_buffer, s.grad_avg, h["lr"], h["alpha"],
+               h["eps"], h["weight_decay"], h["momentum"], h["centered"], h["maximize"])
+
+
+class Adam(Optimizer):
+    r"""Adam and AMSGrad (torch.optim.Adam).
+
+    ``lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False,
+    maximize=False``. Update rule: see :mod:`fastopt.rules.adam`. optax: ``optax.adam``
+    / ``optax.amsgrad``.
+    """
+
+    method = "adam"
+    _state_type = AdamState
+    _decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 maximize=False):
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"Invalid betas: {betas!r}; expected a pair (beta1, beta2)")
+        super().__init__(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
+                         weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
+
+    @property
+    def betas(self):
+        return (self.hyperparameters["beta1"], self.hyperparameters["beta2"])
+
+    def init(self, params):
+        n = _flat(params, "params").size
+        return AdamState(np.zeros(1, dtype=np.int64), np.zeros(n), np.zeros(n),
+                         np.zeros(n) if self.amsgrad else _EMPTY)
+
+    def _apply(self, parallel, p, g, s):
+        kernel = adam.adam_update_parallel if parallel else adam.adam_update
+        h = self.hyperparameters
+        kernel(p, g, s.step, s.exp_avg, s.exp_avg_sq, s.max_exp_avg_sq, h["lr"], h["beta1"],
+               h["beta2"], h["eps"], h["weight_decay"], h["amsgrad"], h["maximize"],
+               self._decoupled)
+
+
+class AdamW(Adam):
+    r"""AdamW: Adam with decoupled weight decay (torch.optim.AdamW).
+
+    ``lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+    maximize=False``. optax: ``optax.adamw`` (default weight decay 1e-4).
+    """
+
+    method = "adamw"
+    _decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                 maximize=False):
+        super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         maximize=maximize)

@@ -1,0 +1,101 @@
+r"""RMSProp: gradient scaled by a running root-mean-square, optional momentum and centering.
+
+Update rule (torch.optim.RMSprop, step :math:`t = 1, 2, \dots`):
+
+.. math::
+
+    g_t &\leftarrow -g_t \quad \text{if maximize}, \qquad g_t \leftarrow g_t + \lambda \theta_{t-1} \\
+    v_t &= \alpha v_{t-1} + (1 - \alpha) g_t^2 \\
+    \bar g_t &= \bar g_{t-1} + (1 - \alpha)(g_t - \bar g_{t-1}) \quad \text{(centered)} \\
+    a_t &= \sqrt{v_t - \bar g_t^2} + \epsilon \ \text{(centered)}, \qquad a_t = \sqrt{v_t} + \epsilon \\
+    b_t &= \mu b_{t-1} + g_t / a_t, \quad \theta_t = \theta_{t-1} - \gamma b_t \quad (\mu > 0) \\
+    \theta_t &= \theta_{t-1} - \gamma g_t / a_t \quad (\mu = 0)
+
+optax: ``optax.rmsprop(learning_rate, decay=0.9, eps=1e-8, centered, momentum)``;
+optax's default decay is 0.9 (torch's alpha 0.99), and optax puts eps inside the
+square root by default (``eps_in_sqrt=True``).
+"""
+
+import numpy as np
+from numba import prange
+
+from .._jit import kernel, parallel_kernel
+from .._layout import STEP
+from ._spec import Rule, check_range
+
+PARALLEL_CHUNK = 1 << 15
+
+
+@kernel
+def rmsprop_elementwise(lo, hi, param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha,
+                        eps, weight_decay, momentum, centered, maximize):
+    """Apply the RMSProp rule to elements ``lo:hi``."""
+    one_minus_alpha = 1.0 - alpha
+    for i in range(lo, hi):
+        gi = -grad[i] if maximize else grad[i]
+        if weight_decay != 0.0:
+            gi = gi + weight_decay * param[i]
+        sq = square_avg[i] * alpha + one_minus_alpha * gi * gi
+        square_avg[i] = sq
+        if centered:
+            ga = grad_avg[i]
+            if one_minus_alpha < 0.5:  # torch.lerp's two formulas
+                ga = ga + one_minus_alpha * (gi - ga)
+            else:
+                ga = gi - (gi - ga) * (1.0 - one_minus_alpha)
+            grad_avg[i] = ga
+            avg = np.sqrt(sq + (-1.0 * ga) * ga) + eps
+        else:
+            avg = np.sqrt(sq) + eps
+        if momentum > 0.0:
+            buf = momentum_buffer[i] * momentum + gi / avg
+            momentum_buffer[i] = buf
+            param[i] = param[i] + (-lr) * buf
+        else:
+            param[i] = param[i] + (-lr) * gi / avg
+
+
+@kernel
+def rmsprop_update(param, grad, step, square_avg, momentum_buffer, grad_avg, lr, alpha, eps,
+                   weight_decay, momentum, centered, maximize):
+    """One RMSProp step in place; unused buffers may be empty arrays."""
+    step[0] += 1
+    rmsprop_elementwise(0, param.size, param, grad, square_avg, momentum_buffer, grad_avg, lr,
+                        alpha, eps, weight_decay, momentum, centered, maximize)
+
+
+@parallel_kernel
+def rmsprop_update_parallel(param, grad, step, square_avg, momentum_buffer, grad_avg, lr,
+                            alpha, eps, weight_decay, momentum, centered, maximize):
+    """Multithreaded :func:`rmsprop_update`; identical numerics."""
+    step[0] += 1
+    n = param.size
+    for c in prange((n + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK):
+        rmsprop_elementwise(c * PARALLEL_CHUNK, min(n, (c + 1) * PARALLEL_CHUNK), param, grad,
+                            square_avg, momentum_buffer, grad_avg, lr, alpha, eps,
+                            weight_decay, momentum, centered, maximize)
+
+
+@kernel
+def _update(x, g, state, hyper, counters):
+    rmsprop_update(x, g, counters[STEP:STEP + 1], state[0], state[1], state[2], hyper[0],
+                   hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0, hyper[6] != 0.0)
+
+
+def _validate(v):
+    check_range("learning rate lr", v["lr"], 0.0, low_inclusive=False)
+    check_range("alpha", v["alpha"], 0.0, 1.0, high_inclusive=True)
+    check_range("epsilon eps", v["eps"], 0.0)
+    check_range("weight_decay", v["weight_decay"], 0.0)
+    check_range("momentum", v["momentum"], 0.0)
+
+
+RMSPROP_RULE = Rule(
+    name="rmsprop",
+    hyperparameters=("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
+    defaults={"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0,
+              "centered": False, "maximize": False},
+    validate=_validate,
+    n_state=lambda d, v: 3,
+    update=_update,
+)

@@ -1,0 +1,102 @@
+r"""Stochastic gradient descent with optional heavy-ball or Nesterov momentum.
+
+Update rule (torch.optim.SGD, step :math:`t = 1, 2, \dots`):
+
+.. math::
+
+    g_t &\leftarrow -g_t \quad \text{if maximize} \\
+    g_t &\leftarrow g_t + \lambda \theta_{t-1} \\
+    b_t &= g_t \ (t = 1), \qquad b_t = \mu b_{t-1} + (1 - \tau) g_t \ (t > 1) \\
+    g_t &\leftarrow g_t + \mu b_t \ \text{(nesterov)}, \qquad g_t \leftarrow b_t \ \text{(momentum} \ne 0) \\
+    \theta_t &= \theta_{t-1} - \gamma g_t
+
+with learning rate :math:`\gamma` (``lr``), momentum :math:`\mu`, dampening
+:math:`\tau` and weight decay :math:`\lambda`.
+
+optax: ``optax.sgd(learning_rate, momentum, nesterov)``. optax's trace starts from
+zero, so its first momentum step is :math:`g_1` as torch's; it has no dampening.
+"""
+
+import numpy as np
+from numba import prange
+
+from .._jit import kernel, parallel_kernel
+from .._layout import STEP
+from ._spec import Rule, check_range
+
+PARALLEL_CHUNK = 1 << 15
+
+
+@kernel
+def sgd_elementwise(lo, hi, param, grad, momentum_buffer, lr, momentum, dampening,
+                    weight_decay, nesterov, maximize, first_step):
+    """Apply the SGD rule to elements ``lo:hi`` (the body of every SGD kernel)."""
+    for i in range(lo, hi):
+        d_p = -grad[i] if maximize else grad[i]
+        if weight_decay != 0.0:
+            d_p = d_p + weight_decay * param[i]
+        if momentum != 0.0:
+            if first_step:
+                buf = d_p
+            else:
+                buf = momentum * momentum_buffer[i] + (1.0 - dampening) * d_p
+            momentum_buffer[i] = buf
+            if nesterov:
+                d_p = d_p + momentum * buf
+            else:
+                d_p = buf
+        param[i] = param[i] + (-lr) * d_p
+
+
+@kernel
+def sgd_update(param, grad, step, momentum_buffer, lr, momentum, dampening, weight_decay,
+               nesterov, maximize):
+    """One SGD step on ``param`` in place.
+
+    ``step`` is a 1-element int64 counter (incremented here); ``momentum_buffer``
+    may be empty when ``momentum == 0``. Callable from user ``@njit`` code.
+    """
+    step[0] += 1
+    sgd_elementwise(0, param.size, param, grad, momentum_buffer, lr, momentum, dampening,
+                    weight_decay, nesterov, maximize, step[0] == 1)
+
+
+@parallel_kernel
+def sgd_update_parallel(param, grad, step, momentum_buffer, lr, momentum, dampening,
+                        weight_decay, nesterov, maximize):
+    """Multithreaded :func:`sgd_update` for large vectors; identical numerics."""
+    step[0] += 1
+    first = step[0] == 1
+    n = param.size
+    for c in prange((n + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK):
+        sgd_elementwise(c * PARALLEL_CHUNK, min(n, (c + 1) * PARALLEL_CHUNK), param, grad,
+                        momentum_buffer, lr, momentum, dampening, weight_decay, nesterov,
+                        maximize, first)
+
+
+@kernel
+def _update(x, g, state, hyper, counters):
+    sgd_update(x, g, counters[STEP:STEP + 1], state[0], hyper[0], hyper[1], hyper[2],
+               hyper[3], hyper[4] != 0.0, hyper[5] != 0.0)
+
+
+def _validate(v):
+    check_range("learning rate lr", v["lr"], 0.0, low_inclusive=False)
+    check_range("momentum", v["momentum"], 0.0)
+    check_range("dampening", v["dampening"], 0.0, 1.0, high_inclusive=True)
+    check_range("weight_decay", v["weight_decay"], 0.0)
+    if np.any((v["nesterov"] != 0) & ((v["momentum"] <= 0) | (v["dampening"] != 0))):
+        raise ValueError(
+            "Invalid nesterov=True: Nesterov momentum requires a momentum > 0 and zero dampening"
+        )
+
+
+SGD_RULE = Rule(
+    name="sgd",
+    hyperparameters=("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"),
+    defaults={"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0,
+              "nesterov": False, "maximize": False},
+    validate=_validate,
+    n_state=lambda d, v: 1,
+    update=_update,
+)

@@ -1,0 +1,252 @@
+"""fastopt.minimize: scipy's interface, statuses, the seeds' experiments, bad input."""
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import quadratic, quadratic_grad, quadratic_minimizer
+from scipy.optimize import OptimizeResult, OptimizeWarning
+
+import fastopt
+from fastopt import Status
+from fastopt.functions import rosenbrock, wavy
+
+
+def test_returns_scipy_optimize_result():
+    res = fastopt.minimize(quadratic, np.zeros(3), jac=quadratic_grad, method="adam",
+                           options={"lr": 0.05, "maxiter": 20000})
+    assert isinstance(res, OptimizeResult)
+    for key in ("x", "fun", "jac", "nit", "nfev", "njev", "status", "success", "message"):
+        assert key in res
+    assert res.success and res.status == Status.GTOL
+    np.testing.assert_allclose(res.x, quadratic_minimizer(3), atol=1e-5)
+    assert np.max(np.abs(res.jac)) <= 1e-5
+    assert res.nfev == res.nit + 1 and res.njev == res.nit + 1
+
+
+def test_every_rule_reaches_quadratic_minimum(first_order):
+    method, options = first_order
+    res = fastopt.minimize(quadratic, np.zeros(4), jac=quadratic_grad, method=method,
+                           options={**options, "maxiter": 200_000, "gtol": 1e-6})
+    assert res.success, res.message
+    np.testing.assert_allclose(res.x, quadratic_minimizer(4), atol=1e-5)
+
+
+def test_every_rule_reaches_rosenbrock_minimum(first_order):
+    method, options = first_order
+    if method == "adagrad":
+        options = {**options, "lr": 0.1}
+    if method == "rmsprop":  # its step does not shrink with the gradient: anneal lr instead
+        options = {**options, "schedule": fastopt.schedules.cosine(200_000)}
+    res = fastopt.minimize(rosenbrock.fg, np.array([-1.2, 1.0]), jac="inplace", method=method,
+                           options={**options, "maxiter": 200_000, "gtol": 1e-6})
+    assert res.fun < 1e-7, (method, res.message, res.x)
+    np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-3)
+
+
+def test_seed_gradient_descent_on_shifted_parabola():
+    # x^2 + 1 from x = 10, lr 0.2, precision (gtol) 1e-6: x_k = 10 * 0.6^k.
+    res = fastopt.minimize(lambda x: x**2 + 1, 10.0, jac=lambda x: 2 * x, method="gd",
+                           options={"lr": 0.2, "gtol": 1e-6})
+    assert res.success
+    k = res.nit
+    assert 2 * 10 * 0.6**k <= 1e-6 < 2 * 10 * 0.6 ** (k - 1)
+    np.testing.assert_allclose(res.x, [10 * 0.6**k], rtol=1e-12)
+    assert res.x.shape == (1,)
+
+
+def test_seed_numerical_gradient_twenty_steps():
+    res = fastopt.minimize(lambda x: x[0] ** 2 + x[1] ** 2, [-3.0, 4.0], method="gd",
+                           options={"lr": 0.1, "maxiter": 20, "gtol": 0.0})
+    assert res.status == Status.MAXITER and res.nit == 20
+    np.testing.assert_allclose(res.x, [-3 * 0.8**20, 4 * 0.8**20], rtol=1e-8)
+    np.testing.assert_allclose(res.x, [-0.0346, 0.0461], atol=1e-4)
+    assert res.nfev == 21 * 5  # f plus 2 evaluations per coordinate, per gradient
+
+
+def test_seed_large_learning_rate_diverges_with_status():
+    res = fastopt.minimize(lambda x: x**2 + 1, 10.0, jac=lambda x: 2 * x, method="gd",
+                           options={"lr": 10.0})
+    assert not res.success and res.status == Status.DIVERGED
+    assert np.all(np.isfinite(res.x)) and np.isfinite(res.fun)
+    assert "NaN" in res.message
+
+
+def test_seed_tiny_learning_rate_barely_moves():
+    res = fastopt.minimize(lambda x: x**2 + 1, 10.0, jac=lambda x: 2 * x, method="gd",
+                           options={"lr": 1e-10, "maxiter": 1000})
+    assert res.status == Status.MAXITER and not res.success
+    assert 10.0 - 1e-5 < res.x[0] < 10.0
+
+
+def test_seed_linear_regression_loss_history():
+    rng = np.random.default_rng(1)
+    X = np.c_[np.ones(50), rng.uniform(0, 2, 50)]
+    y = X @ np.array([4.0, 3.0]) + 0.1 * rng.standard_normal(50)
+
+    def loss(theta, X, y):
+        r = X @ theta - y
+        return r @ r / (2 * len(y))
+
+    def grad(theta, X, y):
+        return X.T @ (X @ theta - y) / len(y)
+
+    res = fastopt.minimize(loss, np.zeros(2), args=(X, y), jac=grad, method="gd",
+                           options={"lr": 0.1, "maxiter": 2000, "history": True, "gtol": 1e-8})
+    expected = np.linalg.lstsq(X, y, rcond=None)[0]
+    np.testing.assert_allclose(res.x, expected, atol=1e-6)
+    assert res.x_history.shape == (res.nit + 1, 2) and res.f_history.shape == (res.nit + 1,)
+    assert np.all(np.diff(res.f_history) <= 1e-15)  # the loss never rises
+    np.testing.assert_array_equal(res.x_history[0], [0.0, 0.0])
+    np.testing.assert_array_equal(res.x_history[-1], res.x)
+
+
+def test_history_every_kth():
+    res = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="gd",
+                           options={"lr": 0.01, "maxiter": 100, "gtol": 0.0, "history": 10})
+    assert res.x_history.shape == (11, 2)
+    full = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="gd",
+                            options={"lr": 0.01, "maxiter": 100, "gtol": 0.0, "history": True})
+    np.testing.assert_array_equal(res.x_history, full.x_history[::10])
+
+
+def test_scalar_x0_and_wavy_function():
+    res = fastopt.minimize(wavy.fun, -20.0, jac=wavy.grad, method="sgd",
+                           options={"lr": 0.01, "momentum": 0.9})
+    assert res.success and res.x.shape == (1,)
+
+
+def test_stopping_on_xtol_and_ftol():
+    res = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="gd",
+                           options={"lr": 0.01, "gtol": 0.0, "xtol": 1e-6})
+    assert res.status == Status.XTOL and res.success
+    assert np.max(np.abs(res.x_history[-1] - res.x_history[-2]) if "x_history" in res else 0) <= 1e-6
+    res = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="gd",
+                           options={"lr": 0.01, "gtol": 0.0, "ftol": 1e-10})
+    assert res.status == Status.FTOL and res.success
+
+
+def test_jac_true_and_forward_differences_and_args():
+    def fun_and_grad(x, a):
+        return np.sum((x - a) ** 2), 2 * (x - a)
+
+    res = fastopt.minimize(fun_and_grad, np.zeros(3), args=(1.5,), jac=True, method="adam",
+                           options={"lr": 0.05, "maxiter": 20000})
+    np.testing.assert_allclose(res.x, 1.5, atol=1e-5)
+    res = fastopt.minimize(lambda x, a: np.sum((x - a) ** 2), np.zeros(3), args=(1.5,),
+                           jac="2-point", method="adam", options={"lr": 0.05, "maxiter": 20000})
+    np.testing.assert_allclose(res.x, 1.5, atol=1e-4)
+
+
+def test_callback_receives_iterates_and_can_stop():
+    seen = []
+
+    def callback(intermediate_result):
+        seen.append(intermediate_result.fun)
+        if len(seen) == 5:
+            raise StopIteration
+
+    res = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="gd",
+                           callback=callback, options={"lr": 0.01})
+    assert res.status == Status.CALLBACK and res.nit == 5 and len(seen) == 5
+    xs = []
+    res = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="gd",
+                           callback=xs.append, options={"lr": 0.01, "maxiter": 7, "gtol": 0})
+    assert len(xs) == 7 and res.nit == 7
+    np.testing.assert_array_equal(xs[-1], res.x)
+
+
+def test_schedule_and_clipping_change_the_trajectory():
+    base = {"lr": 0.01, "maxiter": 50, "gtol": 0.0}
+    plain = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="gd", options=base)
+    decayed = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="gd",
+                               options={**base, "schedule": fastopt.schedules.exponential(0.9)})
+    clipped = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="gd",
+                               options={**base, "clip_value": 0.1})
+    # Clipping by value bounds every step: |dx| <= lr * clip_value.
+    assert np.all(np.abs(clipped.x) <= 50 * 0.01 * 0.1 + 1e-15)
+    assert quadratic(decayed.x) > quadratic(plain.x)
+
+
+def test_nan_objective_fails_without_crash():
+    res = fastopt.minimize(lambda x: np.nan * x[0], np.ones(2), method="adam")
+    assert res.status == Status.DIVERGED and not res.success
+
+
+def test_python_function_numba_cannot_compile_still_works():
+    class Box:
+        scale = 2.0
+
+    def fun(x, box):
+        return box.scale * float(np.sum((x - 1.0) ** 2))
+
+    with pytest.warns(fastopt.PythonSpeedWarning, match="Python speed"):
+        res = fastopt.minimize(fun, np.zeros(2), args=(Box(),), method="adam",
+                               options={"lr": 0.05, "maxiter": 5000})
+    np.testing.assert_allclose(res.x, 1.0, atol=1e-4)
+
+
+def test_second_call_does_not_recompile():
+    kwargs = dict(jac="inplace", method="adam", options={"lr": 0.01, "maxiter": 10})
+    fastopt.minimize(rosenbrock.fg, np.zeros(2), **kwargs)
+    from fastopt.loop import _make_loop
+
+    before = _make_loop.cache_info()
+    fastopt.minimize(rosenbrock.fg, np.ones(2), **kwargs)
+    after = _make_loop.cache_info()
+    assert after.misses == before.misses and after.hits == before.hits + 1
+    run_start, _ = fastopt.loop.make_loop(fastopt.rules.RULES["adam"],
+                                          fastopt.objective.prepare(rosenbrock.fg, np.zeros(2),
+                                                                    (), "inplace")[0])
+    assert len(run_start.signatures) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"x0": np.ones((2, 2))}, ValueError, "x0"),
+        ({"x0": [1.0, np.nan]}, ValueError, "x0 must be finite"),
+        ({"x0": "abc"}, TypeError, "x0"),
+        ({"options": {"lr": 0.0}}, ValueError, "learning rate"),
+        ({"options": {"lr": -1.0}}, ValueError, "learning rate"),
+        ({"options": {"betas": (1.0, 0.999)}}, ValueError, "betas"),
+        ({"options": {"betas": (0.9, -0.1)}}, ValueError, "betas"),
+        ({"method": "sgd", "options": {"nesterov": True}}, ValueError, "nesterov"),
+        ({"method": "nope"}, ValueError, "Unknown method"),
+        ({"method": 3}, TypeError, "method"),
+        ({"jac": 5}, TypeError, "jac"),
+        ({"fun": 5}, TypeError, "fun must be callable"),
+        ({"options": {"maxiter": -1}}, ValueError, "maxiter"),
+        ({"options": {"lr": [0.1, 0.2]}}, ValueError, "lr"),
+        ({"options": {"lr": "fast"}}, TypeError, "lr"),
+        ({"options": {"history": "yes"}}, ValueError, "history"),
+        ({"options": {"schedule": "sometimes"}}, TypeError, "schedule"),
+        ({"options": 3}, TypeError, "options"),
+    ],
+)
+def test_bad_input_names_the_argument(kwargs, error, match):
+    call = {"fun": quadratic, "x0": np.zeros(2), "jac": quadratic_grad, "method": "adam"}
+    call.update(kwargs)
+    with pytest.raises(error, match=match):
+        fastopt.minimize(**call)
+
+
+def test_wrong_gradient_shape_is_reported():
+    with pytest.raises(ValueError, match="jac must return an array of shape"):
+        fastopt.minimize(quadratic, np.zeros(3), jac=lambda x: np.zeros(2))
+    with pytest.raises(ValueError, match="fun must return a scalar"):
+        fastopt.minimize(lambda x: x, np.zeros(3))
+
+
+def test_unknown_option_warns_like_scipy():
+    with pytest.warns(OptimizeWarning, match="Unknown solver options: bogus"):
+        fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad,
+                         options={"bogus": 1, "maxiter": 1})
+
+
+def test_bounds_warn_like_scipy():
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, bounds=[(0, 1)] * 2,
+                         options={"maxiter": 1})
+    assert any("cannot handle constraints nor bounds" in str(w.message) for w in record)
