@@ -88,6 +88,11 @@ def parse(method, options, tol, d, n_starts=None):
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict; got {type(options).__name__}")
     options = dict(options)
+    requested = options.get("line_search")
+    if isinstance(requested, str) and LINE_SEARCHES.get(requested, 0) and not rule.uses_line_search:
+        if rule.with_line_search is None:
+            raise ValueError(f"Invalid line_search: method {method!r} takes no line search")
+        rule = rule.with_line_search
     if "betas" in options and "beta1" in rule.hyperparameters:
         betas = options.pop("betas")
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
@@ -127,8 +132,8 @@ def parse(method, options, tol, d, n_starts=None):
     rel_step = _numeric("finite_diff_rel_step", rel_step, n_starts)
     if np.any(~(rel_step > 0)):
         raise ValueError("Invalid finite_diff_rel_step: expected a value > 0")
-    line_search = options.get("line_search")
-    if line_search not in LINE_SEARCHES:
+    line_search = options.get("line_search", rule.default_line_search)
+    if not isinstance(line_search, (str, type(None))) or line_search not in LINE_SEARCHES:
         raise ValueError(f"Invalid line_search: {line_search!r}; expected one of "
                          "None, 'strong-wolfe', 'armijo'")
 

@@ -41,6 +41,10 @@ class Rule(NamedTuple):
     has_lr: bool = True
     scalar_only: tuple = ()  # hyperparameters that may not vary per start
     needs_hess: bool = False
+    # The rule to use instead when options["line_search"] is set (e.g. gd with a Wolfe search).
+    with_line_search: object = None
+    uses_line_search: bool = False  # the rule reads controls[LINE_SEARCH] itself
+    default_line_search: str = None  # e.g. "strong-wolfe" for BFGS
 
 
 def check_range(name, value, low, high=np.inf, low_inclusive=True, high_inclusive=False):
