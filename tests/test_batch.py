@@ -1,0 +1,147 @@
+"""fastopt.minimize_batch: independence of starts, bit-identity, per-start options."""
+
+import numpy as np
+import pytest
+from conftest import quadratic, quadratic_grad
+
+import fastopt
+from fastopt import Status
+from fastopt.functions import rosenbrock, wavy
+
+
+def _rows_equal_single_runs(res, X0, indices, **kwargs):
+    for i in indices:
+        single = fastopt.minimize(x0=X0[i], **kwargs)
+        np.testing.assert_array_equal(res.x[i], single.x)
+        assert res.fun[i] == single.fun or (np.isnan(res.fun[i]) and np.isnan(single.fun))
+        assert res.nit[i] == single.nit and res.status[i] == single.status
+        assert res.nfev[i] == single.nfev
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batch_row_is_bit_identical_to_single_run(workers, first_order):
+    method, options = first_order
+    X0 = np.random.default_rng(0).uniform(-2, 2, size=(64, 3))
+    options = {**options, "maxiter": 300}
+    kwargs = dict(fun=rosenbrock.fg, jac="inplace", method=method, options=options)
+    res = fastopt.minimize_batch(X0=X0, workers=workers, **kwargs)
+    _rows_equal_single_runs(res, X0, [0, 17, 63], **kwargs)
+
+
+def test_thread_count_does_not_change_results():
+    X0 = np.random.default_rng(1).uniform(-2, 2, size=(257, 4))
+    kw = dict(jac="inplace", method="adam", options={"lr": 0.01, "maxiter": 2000})
+    one = fastopt.minimize_batch(rosenbrock.fg, X0, workers=1, **kw)
+    two = fastopt.minimize_batch(rosenbrock.fg, X0, workers=2, **kw)
+    np.testing.assert_array_equal(one.x, two.x)
+    np.testing.assert_array_equal(one.nit, two.nit)
+    np.testing.assert_array_equal(one.status, two.status)
+
+
+def test_each_start_stops_on_its_own():
+    X0 = np.array([[0.0, 0.0], [1.0, -2.0], [50.0, 50.0]])  # the 2nd starts at the minimum
+    res = fastopt.minimize_batch(quadratic, X0, jac=quadratic_grad, method="gd",
+                                 options={"lr": 0.05})
+    assert res.nit[1] == 0 and res.status[1] == Status.GTOL
+    assert res.nit[0] < res.nit[2]
+    assert res.success.all()
+
+
+def test_diverging_start_touches_no_other():
+    X0 = np.array([[0.5, 0.5], [0.1, -0.3], [-1.0, 2.0]])
+    lr = np.array([0.01, 10.0, 0.01])  # the middle start diverges
+    kw = dict(jac=quadratic_grad, method="gd")
+    res = fastopt.minimize_batch(quadratic, X0, options={"lr": lr}, **kw)
+    assert res.status[1] == Status.DIVERGED and not res.success[1]
+    assert np.all(np.isfinite(res.x[1]))
+    for i in (0, 2):
+        alone = fastopt.minimize(quadratic, X0[i], options={"lr": 0.01}, **kw)
+        np.testing.assert_array_equal(res.x[i], alone.x)
+        assert res.success[i]
+
+
+def test_per_start_hyperparameter_arrays_match_separate_runs():
+    lrs = np.array([1e-3, 3e-3, 1e-2, 3e-2])
+    momenta = np.array([0.0, 0.5, 0.9, 0.0])
+    X0 = np.tile([-1.2, 1.0], (4, 1))
+    opts = {"lr": lrs, "momentum": momenta, "maxiter": 500}
+    res = fastopt.minimize_batch(rosenbrock.fg, X0, jac="inplace", method="sgd", options=opts)
+    for i in range(4):
+        one = fastopt.minimize(rosenbrock.fg, X0[i], jac="inplace", method="sgd",
+                               options={"lr": lrs[i], "momentum": momenta[i], "maxiter": 500})
+        np.testing.assert_array_equal(res.x[i], one.x)
+
+
+def test_seed_wavy_sweeps_are_one_batch_call_each():
+    # The seeds' experiment: from x = -20 on the wavy function, sweep lr (and momentum).
+    lrs = np.geomspace(1e-3, 0.5, 12)
+    x0 = np.full((12, 1), -20.0)
+    for method, extra in [("gd", {}), ("sgd", {"momentum": 0.9}), ("adagrad", {}),
+                          ("rmsprop", {})]:
+        res = fastopt.minimize_batch(wavy.fun, x0, jac=wavy.grad, method=method,
+                                     options={"lr": lrs, "maxiter": 3000, **extra})
+        assert res.x.shape == (12, 1)
+        # each row is an independent run: larger lr travels at least as far on the first step
+        assert np.all(np.isfinite(res.x))
+    momenta = np.linspace(0.0, 0.95, 8)
+    res = fastopt.minimize_batch(wavy.fun, np.full((8, 1), -20.0), jac=wavy.grad, method="sgd",
+                                 options={"lr": 0.01, "momentum": momenta, "maxiter": 3000})
+    # With enough momentum the search escapes the first local minima and gets lower.
+    assert res.fun[-1] < res.fun[0]
+    plain = fastopt.minimize(wavy.fun, -20.0, jac=wavy.grad, method="sgd",
+                             options={"lr": 0.01, "momentum": momenta[3], "maxiter": 3000})
+    np.testing.assert_array_equal(res.x[3], plain.x)
+
+
+def test_best_returns_optimize_result_of_lowest_start():
+    X0 = np.random.default_rng(2).uniform(-5, 5, size=(200, 2))
+    from fastopt.functions import himmelblau
+
+    res = fastopt.minimize_batch(himmelblau.fun, X0, jac=himmelblau.grad, method="adam",
+                                 options={"lr": 0.05, "maxiter": 5000})
+    best = res.best()
+    assert best.fun == res.fun.min() and best.index == int(np.argmin(res.fun))
+    mins = himmelblau.minimizers(2)
+    assert np.min(np.linalg.norm(mins - best.x, axis=1)) < 1e-4
+    assert set(res.messages) == {int(s) for s in np.unique(res.status)}
+    assert res.message.shape == (200,)
+    np.testing.assert_allclose(res.grad_norm, np.max(np.abs(res.jac), axis=1))
+
+
+def test_batch_history_is_bounded():
+    X0 = np.zeros((1000, 10))
+    with pytest.raises(ValueError, match="history would need .* options\\['history'\\] = k >= "):
+        fastopt.minimize_batch(quadratic, X0, jac=quadratic_grad,
+                               options={"history": True, "maxiter": 100_000})
+    res = fastopt.minimize_batch(quadratic, X0[:3, :2], jac=quadratic_grad, method="gd",
+                                 options={"history": 5, "maxiter": 50, "lr": 0.01, "gtol": 0})
+    assert res.x_history.shape == (3, 11, 2)
+    np.testing.assert_array_equal(res.x_history[:, 0], X0[:3, :2])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"X0": np.zeros((0, 2))}, ValueError, "X0 must have shape"),
+        ({"X0": np.zeros((2, 2, 2))}, ValueError, "X0 must have shape"),
+        ({"X0": [[0.0, np.inf]]}, ValueError, "X0 must be finite"),
+        ({"options": {"lr": np.ones(3)}}, ValueError, "lr.*shape \\(2,\\)"),
+        ({"options": {"lr": np.array([0.1, -1.0])}}, ValueError, "learning rate"),
+        ({"workers": 0}, ValueError, "workers"),
+        ({"workers": 1.5}, ValueError, "workers"),
+    ],
+)
+def test_batch_bad_input(kwargs, error, match):
+    call = {"fun": quadratic, "X0": np.zeros((2, 2)), "jac": quadratic_grad}
+    call.update(kwargs)
+    with pytest.raises(error, match=match):
+        fastopt.minimize_batch(**call)
+
+
+def test_nan_start_region_fails_cleanly_in_batch():
+    def fun(x):
+        return np.sqrt(x[0]) + x[1] ** 2  # NaN for x[0] < 0
+
+    res = fastopt.minimize_batch(fun, np.array([[1.0, 1.0], [-1.0, 1.0]]), method="adam",
+                                 options={"maxiter": 50})
+    assert res.status[1] == Status.DIVERGED and res.status[0] != Status.DIVERGED
