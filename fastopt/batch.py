@@ -124,7 +124,7 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
     setup = parse(method, options, tol, d, n_starts=n)
     objective, args = prepare(fun, X0[0], args, jac, hess, setup.rule.needs_hess)
     work = Workspace(X0, setup)
-    work.run_all(make_loop(setup.rule, objective), args, MAX_STEPS, objective.compiled, workers)
+    work.run_all(make_loop(setup.rule, objective, setup.history_every > 0), args, MAX_STEPS, objective.compiled, workers)
     return _result(work, setup)
 
 

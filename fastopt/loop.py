@@ -69,11 +69,22 @@ def max_abs_diff(a, b):
 
 @kernel
 def all_finite(v):
-    """True if every element of ``v`` is finite."""
+    """True if every element of ``v`` is finite.
+
+    ``v - v`` is 0 for a finite value and NaN for inf or NaN (exact in IEEE
+    arithmetic, which fastopt never relaxes); summing it has no branch per element,
+    which is several times faster than ``np.isfinite`` per element at small d.
+    """
+    acc = 0.0
     for i in range(v.size):
-        if not np.isfinite(v[i]):
-            return False
-    return True
+        acc += v[i] - v[i]
+    return acc == 0.0
+
+
+@kernel
+def is_finite(a):
+    """``math.isfinite`` for a float, as ``a - a == 0``."""
+    return a - a == 0.0
 
 
 @kernel
@@ -82,27 +93,31 @@ def record(x_history, f_history, every, nit, x, f):
     if f_history.size > 0 and nit % every == 0:
         row = nit // every
         if row < f_history.size:
-            x_history[row, :] = x
+            for i in range(x.size):
+                x_history[row, i] = x[i]
             f_history[row] = f
 
 
-def make_loop(rule, objective):
+def make_loop(rule, objective, history=False):
     """Build ``(run_start, run_batch)`` for one rule and one objective.
 
     The rule's ``update`` (or ``advance``) and the objective's ``fg`` are closed
     over rather than passed as arguments, so numba inlines them into the loop: at
     small d the call boundary would otherwise cost more than the update itself.
+    ``history`` builds the variant that records iterates: the recording code,
+    even never executed, costs a 2-D iteration ~20 ns, so the plain loop has none
+    (closure variables are compile-time constants in numba).
     Memoized: the second call with the same rule and objective compiles nothing.
     In Python mode (an objective numba cannot compile) the same code runs
     uncompiled, calling the compiled kernels.
     """
     step = rule.update if rule.update is not None else rule.advance
     return _make_loop(step, rule.update is not None, objective.fg, objective.hess,
-                      objective.compiled)
+                      objective.compiled, bool(history))
 
 
 @functools.lru_cache(maxsize=256)
-def _make_loop(step, is_update, fg, hess, compiled):
+def _make_loop(step, is_update, fg, hess, compiled, history):
     if is_update:
         update = step if compiled else step.py_func
 
@@ -130,8 +145,9 @@ def _make_loop(step, is_update, fg, hess, compiled):
         if counters[STATUS] == st.NOT_STARTED:
             f = fg(x, g, args, controls[FD_STEP], counters)
             f_out[0] = f
-            record(x_history, f_history, every, 0, x, f)
-            if not (np.isfinite(f) and all_finite(g)):
+            if history:
+                record(x_history, f_history, every, 0, x, f)
+            if not (is_finite(f) and all_finite(g)):
                 counters[STATUS] = st.DIVERGED
                 return
             counters[STATUS] = st.RUNNING
@@ -174,13 +190,13 @@ def _make_loop(step, is_update, fg, hess, compiled):
             steps += 1
             if counters[STATUS] != st.RUNNING:  # the rule itself failed, x is its last good point
                 status = counters[STATUS]
-                if not (np.isfinite(f) and all_finite(x) and all_finite(g)):
+                if not (is_finite(f) and all_finite(x) and all_finite(g)):
                     f = f_prev
                     for i in range(x.size):
                         x[i] = x_prev[i]
                         g[i] = g_prev[i]
                 break
-            if not (np.isfinite(f) and all_finite(g) and all_finite(x)):
+            if not (is_finite(f) and all_finite(g) and all_finite(x)):
                 f = f_prev
                 for i in range(x.size):
                     x[i] = x_prev[i]
@@ -189,7 +205,8 @@ def _make_loop(step, is_update, fg, hess, compiled):
                 break
             nit += 1
             counters[NIT] = nit
-            record(x_history, f_history, every, nit, x, f)
+            if history:
+                record(x_history, f_history, every, nit, x, f)
             if xtol > 0.0 and max_abs_diff(x, x_prev) <= xtol:
                 status = st.XTOL
                 break
