@@ -80,8 +80,38 @@ def _numeric(name, value, n_starts):
     raise ValueError(f"Option {name!r} must be {expected}; got shape {arr.shape}")
 
 
+_PARSED = {}
+
+
 def parse(method, options, tol, d, n_starts=None):
-    """Validate ``options`` for ``method``; ``n_starts`` is None for a single start."""
+    """Validate ``options`` for ``method``; ``n_starts`` is None for a single start.
+
+    Single-start setups with hashable options are memoized (a warm ``minimize`` call
+    should cost microseconds); their arrays are never written to. Unknown options
+    are warned about on every call, as scipy does.
+    """
+    key = None
+    if n_starts is None and (options is None or isinstance(options, dict)):
+        try:
+            key = (method, tol, d, tuple(sorted((options or {}).items())))
+            hash(key)
+        except TypeError:
+            key = None
+    if key is not None and key in _PARSED:
+        setup, unknown = _PARSED[key]
+        if unknown:
+            warnings.warn(f"Unknown solver options: {', '.join(unknown)}", OptimizeWarning,
+                          stacklevel=3)
+        return setup
+    setup, unknown = _parse(method, options, tol, d, n_starts)
+    if key is not None:
+        if len(_PARSED) > 1024:
+            _PARSED.clear()
+        _PARSED[key] = (setup, unknown)
+    return setup
+
+
+def _parse(method, options, tol, d, n_starts):
     rule = get_rule(method)
     if options is None:
         options = {}
@@ -102,7 +132,7 @@ def parse(method, options, tol, d, n_starts=None):
     unknown = sorted(k for k in options if k not in known)
     if unknown:
         warnings.warn(f"Unknown solver options: {', '.join(unknown)}", OptimizeWarning,
-                      stacklevel=3)
+                      stacklevel=4)
     n = 1 if n_starts is None else n_starts
 
     values = {}
@@ -155,8 +185,9 @@ def parse(method, options, tol, d, n_starts=None):
     controls[:, L.LINE_SEARCH] = LINE_SEARCHES[line_search]
 
     every, rows = _history(options, int(np.max(maxiter)), n, d)
-    return Setup(rule, hyper, controls, int(rule.n_state(d, values)), every, rows,
-                 bool(options.get("disp", False)))
+    setup = Setup(rule, hyper, controls, int(rule.n_state(d, values)), every, rows,
+                  bool(options.get("disp", False)))
+    return setup, unknown
 
 
 def _history(options, maxiter, n, d):

@@ -16,8 +16,8 @@ class Workspace:
     def __init__(self, X0, setup):
         n, d = X0.shape
         self.X = X0
-        self.G = np.zeros((n, d))
-        self.F = np.full(n, np.nan)
+        self.G = np.empty((n, d))  # written by the first evaluation
+        self.F = np.empty(n)
         self.state = np.zeros((n, setup.n_state, d))
         if setup.rule.init is not None:
             setup.rule.init(self.state, setup.hyper)
@@ -29,8 +29,12 @@ class Workspace:
         self.G_prev = np.empty((n, d))
         self.hyper_t = np.empty_like(setup.hyper)
         rows = setup.history_rows
-        self.x_history = np.full((n, rows, d), np.nan)
-        self.f_history = np.full((n, rows), np.nan)
+        if rows:
+            self.x_history = np.full((n, rows, d), np.nan)
+            self.f_history = np.full((n, rows), np.nan)
+        else:
+            self.x_history = np.empty((n, 0, d))
+            self.f_history = np.empty((n, 0))
         self.every = max(1, setup.history_every)
 
     def run_one(self, loop, args, max_steps, i=0):

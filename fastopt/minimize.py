@@ -130,7 +130,7 @@ def _result(work, setup):
         nfev=int(counters[L.NFEV]),
         njev=int(counters[L.NJEV]),
         status=code,
-        success=bool(st.is_success(code)),
+        success=code in st.SUCCESS_CODES,
         message=st.message(code),
     )
     if setup.rule.needs_hess:
