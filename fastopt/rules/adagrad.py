@@ -13,7 +13,10 @@ with ``lr`` :math:`\gamma`, ``lr_decay`` :math:`\eta`, ``weight_decay`` :math:`\
 
 optax: ``optax.adagrad(learning_rate, initial_accumulator_value=0.1, eps=1e-7)`` --
 optax's defaults differ (torch: 0 and 1e-10) and optax puts eps inside the square
-root; pass ``initial_accumulator_value=0.1, eps=1e-7`` here for a close match.
+root, :math:`g_t / \sqrt{s_t + \epsilon}`. Its exact equivalent here is
+``initial_accumulator_value=0.1 + 1e-7, eps=0.0`` (the accumulator started at optax's
+initial value plus its eps); ``initial_accumulator_value=0.1, eps=1e-7`` is only close
+(step sizes differ by a relative :math:`\sim\epsilon / \sqrt{s_t}`).
 """
 
 import numpy as np
@@ -27,23 +30,35 @@ PARALLEL_CHUNK = 1 << 15
 
 
 @kernel
+def adagrad_coord(p, g, state_sum, clr, weight_decay, eps, maximize):
+    """The AdaGrad rule for one coordinate: returns the new ``(param, sum)``."""
+    gi = -g if maximize else g
+    if weight_decay != 0.0:
+        gi = gi + weight_decay * p
+    s = state_sum + gi * gi
+    std = np.sqrt(s) + eps
+    return p + (-clr) * gi / std, s
+
+
+@kernel
+def adagrad_clr(t, lr, lr_decay):
+    """Learning rate of step ``t``: ``lr / (1 + (t - 1) lr_decay)``."""
+    return lr / (1 + (t - 1) * lr_decay)
+
+
+@kernel
 def adagrad_elementwise(lo, hi, param, grad, state_sum, clr, weight_decay, eps, maximize):
-    """Apply the AdaGrad rule to elements ``lo:hi`` with the decayed rate ``clr``."""
+    """Apply :func:`adagrad_coord` to elements ``lo:hi`` with the decayed rate ``clr``."""
     for i in range(lo, hi):
-        gi = -grad[i] if maximize else grad[i]
-        if weight_decay != 0.0:
-            gi = gi + weight_decay * param[i]
-        s = state_sum[i] + gi * gi
-        state_sum[i] = s
-        std = np.sqrt(s) + eps
-        param[i] = param[i] + (-clr) * gi / std
+        param[i], state_sum[i] = adagrad_coord(param[i], grad[i], state_sum[i], clr,
+                                               weight_decay, eps, maximize)
 
 
 @kernel
 def adagrad_update(param, grad, step, state_sum, lr, lr_decay, weight_decay, eps, maximize):
     """One AdaGrad step in place; ``step`` is a 1-element int64 counter."""
     step[0] += 1
-    clr = lr / (1 + (step[0] - 1) * lr_decay)
+    clr = adagrad_clr(step[0], lr, lr_decay)
     adagrad_elementwise(0, param.size, param, grad, state_sum, clr, weight_decay, eps, maximize)
 
 
@@ -52,11 +67,28 @@ def adagrad_update_parallel(param, grad, step, state_sum, lr, lr_decay, weight_d
                             maximize):
     """Multithreaded :func:`adagrad_update`; identical numerics."""
     step[0] += 1
-    clr = lr / (1 + (step[0] - 1) * lr_decay)
+    clr = adagrad_clr(step[0], lr, lr_decay)
     n = param.size
     for c in prange((n + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK):
         adagrad_elementwise(c * PARALLEL_CHUNK, min(n, (c + 1) * PARALLEL_CHUNK), param, grad,
                             state_sum, clr, weight_decay, eps, maximize)
+
+
+@kernel
+def _update_block(X, G, S, H, step, active, scratch):
+    """One step for a block of starts: ``X``, ``G`` (d, B), ``S`` (1, d, B), ``H`` (n_hyper, B)."""
+    d, B = X.shape
+    for b in range(B):
+        if active[b]:
+            step[b] += 1
+        scratch[0, b] = adagrad_clr(step[b], H[0, b], H[1, b])
+    for i in range(d):
+        for b in range(B):
+            p, s = adagrad_coord(X[i, b], G[i, b], S[0, i, b], scratch[0, b], H[2, b], H[4, b],
+                                 H[5, b] != 0.0)
+            keep = active[b]
+            X[i, b] = p if keep else X[i, b]
+            S[0, i, b] = s if keep else S[0, i, b]
 
 
 def _init(state, hyper):
@@ -88,4 +120,5 @@ ADAGRAD_RULE = Rule(
     n_state=lambda d, v: 1,
     init=_init,
     update=_update,
+    update_block=_update_block,
 )

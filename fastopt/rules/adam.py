@@ -30,34 +30,47 @@ PARALLEL_CHUNK = 1 << 15
 
 
 @kernel
+def adam_coord(p, g, m, v, v_max, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
+               decoupled, step_size, bias_correction2_sqrt):
+    """The Adam rule for one coordinate: returns ``(param, exp_avg, exp_avg_sq, max_exp_avg_sq)``.
+
+    ``step_size`` and ``bias_correction2_sqrt`` come from :func:`adam_step_sizes`.
+    """
+    one_minus_beta1 = 1.0 - beta1
+    gi = -g if maximize else g
+    if weight_decay != 0.0:
+        if decoupled:
+            p = p * (1.0 - lr * weight_decay)
+        else:
+            gi = gi + weight_decay * p
+    if one_minus_beta1 < 0.5:  # torch.lerp's two formulas
+        m = m + one_minus_beta1 * (gi - m)
+    else:
+        m = gi - (gi - m) * (1.0 - one_minus_beta1)
+    v = v * beta2 + (1.0 - beta2) * gi * gi
+    v_hat = v
+    if amsgrad:
+        # torch.maximum: the larger value, and a NaN in either propagates (a NaN v stays in
+        # v_hat, since v_max > NaN is False; Python's max() would drop it)
+        if v_max > v or v_max != v_max:
+            v_hat = v_max
+        v_max = v_hat
+    denom = np.sqrt(v_hat) / bias_correction2_sqrt + eps
+    return p + (-step_size) * m / denom, m, v, v_max
+
+
+@kernel
 def adam_elementwise(lo, hi, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1,
                      beta2, eps, weight_decay, amsgrad, maximize, decoupled, step_size,
                      bias_correction2_sqrt):
-    """Apply the Adam rule to elements ``lo:hi`` given the step's bias corrections."""
-    one_minus_beta1 = 1.0 - beta1
-    one_minus_beta2 = 1.0 - beta2
-    decay_factor = 1.0 - lr * weight_decay
+    """Apply :func:`adam_coord` to elements ``lo:hi`` (``max_exp_avg_sq`` may be empty)."""
     for i in range(lo, hi):
-        gi = -grad[i] if maximize else grad[i]
-        p = param[i]
-        if weight_decay != 0.0:
-            if decoupled:
-                p = p * decay_factor
-            else:
-                gi = gi + weight_decay * p
-        m = exp_avg[i]
-        if one_minus_beta1 < 0.5:  # torch.lerp's two formulas
-            m = m + one_minus_beta1 * (gi - m)
-        else:
-            m = gi - (gi - m) * (1.0 - one_minus_beta1)
-        exp_avg[i] = m
-        v = exp_avg_sq[i] * beta2 + one_minus_beta2 * gi * gi
-        exp_avg_sq[i] = v
+        v_max = max_exp_avg_sq[i] if amsgrad else 0.0
+        param[i], exp_avg[i], exp_avg_sq[i], v_max = adam_coord(
+            param[i], grad[i], exp_avg[i], exp_avg_sq[i], v_max, lr, beta1, beta2, eps,
+            weight_decay, amsgrad, maximize, decoupled, step_size, bias_correction2_sqrt)
         if amsgrad:
-            v = max(max_exp_avg_sq[i], v)
-            max_exp_avg_sq[i] = v
-        denom = np.sqrt(v) / bias_correction2_sqrt + eps
-        param[i] = p + (-step_size) * m / denom
+            max_exp_avg_sq[i] = v_max
 
 
 @kernel
@@ -107,6 +120,36 @@ def _update_adamw(x, g, state, hyper, counters):
                 hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0, hyper[6] != 0.0, True)
 
 
+def _make_update_block(decoupled):
+    @kernel
+    def update_block(X, G, S, H, step, active, scratch):
+        """One step for a block of starts: ``X``, ``G`` (d, B), ``S`` (3, d, B), ``H`` (7, B)."""
+        d, B = X.shape
+        for b in range(B):
+            if active[b]:
+                step[b] += 1
+            # Lanes of a block usually share step and betas: compute torch's pow() once.
+            if (b > 0 and step[b] == step[b - 1] and H[0, b] == H[0, b - 1]
+                    and H[1, b] == H[1, b - 1] and H[2, b] == H[2, b - 1]):
+                scratch[0, b] = scratch[0, b - 1]
+                scratch[1, b] = scratch[1, b - 1]
+            else:
+                scratch[0, b], scratch[1, b] = adam_step_sizes(step[b], H[0, b], H[1, b], H[2, b])
+        for i in range(d):
+            for b in range(B):
+                p, m, v, vm = adam_coord(X[i, b], G[i, b], S[0, i, b], S[1, i, b], S[2, i, b],
+                                         H[0, b], H[1, b], H[2, b], H[3, b], H[4, b],
+                                         H[5, b] != 0.0, H[6, b] != 0.0, decoupled,
+                                         scratch[0, b], scratch[1, b])
+                keep = active[b]
+                X[i, b] = p if keep else X[i, b]
+                S[0, i, b] = m if keep else S[0, i, b]
+                S[1, i, b] = v if keep else S[1, i, b]
+                S[2, i, b] = vm if keep else S[2, i, b]
+
+    return update_block
+
+
 def _validate(v):
     check_range("learning rate lr", v["lr"], 0.0, low_inclusive=False)
     check_range("epsilon eps", v["eps"], 0.0)
@@ -120,6 +163,7 @@ _DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_deca
              "amsgrad": False, "maximize": False}
 
 ADAM_RULE = Rule(name="adam", hyperparameters=_HYPER, defaults=_DEFAULTS, validate=_validate,
-                 n_state=lambda d, v: 3, update=_update_adam)
+                 n_state=lambda d, v: 3, update=_update_adam,
+                 update_block=_make_update_block(False))
 ADAMW_RULE = ADAM_RULE._replace(name="adamw", defaults={**_DEFAULTS, "weight_decay": 1e-2},
-                                update=_update_adamw)
+                                update=_update_adamw, update_block=_make_update_block(True))

@@ -13,7 +13,7 @@ Update rule (torch.optim.RMSprop, step :math:`t = 1, 2, \dots`):
 
 optax: ``optax.rmsprop(learning_rate, decay=0.9, eps=1e-8, centered, momentum)``;
 optax's default decay is 0.9 (torch's alpha 0.99), and optax puts eps inside the
-square root by default (``eps_in_sqrt=True``).
+square root by default (``eps_in_sqrt=True``); ``eps_in_sqrt=False`` is this rule.
 """
 
 import numpy as np
@@ -27,32 +27,46 @@ PARALLEL_CHUNK = 1 << 15
 
 
 @kernel
+def rmsprop_coord(p, g, square_avg, buf, grad_avg, lr, alpha, eps, weight_decay, momentum,
+                  centered, maximize):
+    """The RMSProp rule for one coordinate: returns ``(param, square_avg, buf, grad_avg)``."""
+    one_minus_alpha = 1.0 - alpha
+    gi = -g if maximize else g
+    if weight_decay != 0.0:
+        gi = gi + weight_decay * p
+    sq = square_avg * alpha + one_minus_alpha * gi * gi
+    if centered:
+        ga = grad_avg
+        if one_minus_alpha < 0.5:  # torch.lerp's two formulas
+            ga = ga + one_minus_alpha * (gi - ga)
+        else:
+            ga = gi - (gi - ga) * (1.0 - one_minus_alpha)
+        grad_avg = ga
+        avg = np.sqrt(sq + (-1.0 * ga) * ga) + eps
+    else:
+        avg = np.sqrt(sq) + eps
+    if momentum > 0.0:
+        buf = buf * momentum + gi / avg
+        p = p + (-lr) * buf
+    else:
+        p = p + (-lr) * gi / avg
+    return p, sq, buf, grad_avg
+
+
+@kernel
 def rmsprop_elementwise(lo, hi, param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha,
                         eps, weight_decay, momentum, centered, maximize):
-    """Apply the RMSProp rule to elements ``lo:hi``."""
-    one_minus_alpha = 1.0 - alpha
+    """Apply :func:`rmsprop_coord` to elements ``lo:hi`` (unused buffers may be empty)."""
     for i in range(lo, hi):
-        gi = -grad[i] if maximize else grad[i]
-        if weight_decay != 0.0:
-            gi = gi + weight_decay * param[i]
-        sq = square_avg[i] * alpha + one_minus_alpha * gi * gi
-        square_avg[i] = sq
-        if centered:
-            ga = grad_avg[i]
-            if one_minus_alpha < 0.5:  # torch.lerp's two formulas
-                ga = ga + one_minus_alpha * (gi - ga)
-            else:
-                ga = gi - (gi - ga) * (1.0 - one_minus_alpha)
-            grad_avg[i] = ga
-            avg = np.sqrt(sq + (-1.0 * ga) * ga) + eps
-        else:
-            avg = np.sqrt(sq) + eps
+        buf = momentum_buffer[i] if momentum > 0.0 else 0.0
+        ga = grad_avg[i] if centered else 0.0
+        param[i], square_avg[i], buf, ga = rmsprop_coord(
+            param[i], grad[i], square_avg[i], buf, ga, lr, alpha, eps, weight_decay, momentum,
+            centered, maximize)
         if momentum > 0.0:
-            buf = momentum_buffer[i] * momentum + gi / avg
             momentum_buffer[i] = buf
-            param[i] = param[i] + (-lr) * buf
-        else:
-            param[i] = param[i] + (-lr) * gi / avg
+        if centered:
+            grad_avg[i] = ga
 
 
 @kernel
@@ -82,6 +96,25 @@ def _update(x, g, state, hyper, counters):
                    hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0, hyper[6] != 0.0)
 
 
+@kernel
+def _update_block(X, G, S, H, step, active, scratch):
+    """One step for a block of starts: ``X``, ``G`` (d, B), ``S`` (3, d, B), ``H`` (n_hyper, B)."""
+    d, B = X.shape
+    for b in range(B):
+        if active[b]:
+            step[b] += 1
+    for i in range(d):
+        for b in range(B):
+            p, sq, buf, ga = rmsprop_coord(X[i, b], G[i, b], S[0, i, b], S[1, i, b], S[2, i, b],
+                                           H[0, b], H[1, b], H[2, b], H[3, b], H[4, b],
+                                           H[5, b] != 0.0, H[6, b] != 0.0)
+            keep = active[b]
+            X[i, b] = p if keep else X[i, b]
+            S[0, i, b] = sq if keep else S[0, i, b]
+            S[1, i, b] = buf if keep else S[1, i, b]
+            S[2, i, b] = ga if keep else S[2, i, b]
+
+
 def _validate(v):
     check_range("learning rate lr", v["lr"], 0.0, low_inclusive=False)
     check_range("alpha", v["alpha"], 0.0, 1.0, high_inclusive=True)
@@ -98,4 +131,5 @@ RMSPROP_RULE = Rule(
     validate=_validate,
     n_state=lambda d, v: 3,
     update=_update,
+    update_block=_update_block,
 )

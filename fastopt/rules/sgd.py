@@ -28,24 +28,33 @@ PARALLEL_CHUNK = 1 << 15
 
 
 @kernel
+def sgd_coord(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
+    """The SGD rule for one coordinate: returns the new ``(param, momentum_buffer)``."""
+    d_p = -g if maximize else g
+    if weight_decay != 0.0:
+        d_p = d_p + weight_decay * p
+    if momentum != 0.0:
+        if first_step:
+            buf = d_p
+        else:
+            buf = momentum * buf + (1.0 - dampening) * d_p
+        if nesterov:
+            d_p = d_p + momentum * buf
+        else:
+            d_p = buf
+    return p + (-lr) * d_p, buf
+
+
+@kernel
 def sgd_elementwise(lo, hi, param, grad, momentum_buffer, lr, momentum, dampening,
                     weight_decay, nesterov, maximize, first_step):
-    """Apply the SGD rule to elements ``lo:hi`` (the body of every SGD kernel)."""
+    """Apply :func:`sgd_coord` to elements ``lo:hi``."""
     for i in range(lo, hi):
-        d_p = -grad[i] if maximize else grad[i]
-        if weight_decay != 0.0:
-            d_p = d_p + weight_decay * param[i]
+        buf = momentum_buffer[i] if momentum != 0.0 else 0.0
+        param[i], buf = sgd_coord(param[i], grad[i], buf, lr, momentum, dampening,
+                                  weight_decay, nesterov, maximize, first_step)
         if momentum != 0.0:
-            if first_step:
-                buf = d_p
-            else:
-                buf = momentum * momentum_buffer[i] + (1.0 - dampening) * d_p
             momentum_buffer[i] = buf
-            if nesterov:
-                d_p = d_p + momentum * buf
-            else:
-                d_p = buf
-        param[i] = param[i] + (-lr) * d_p
 
 
 @kernel
@@ -80,6 +89,22 @@ def _update(x, g, state, hyper, counters):
                hyper[3], hyper[4] != 0.0, hyper[5] != 0.0)
 
 
+@kernel
+def _update_block(X, G, S, H, step, active, scratch):
+    """One step for a block of starts: ``X``, ``G`` (d, B), ``S`` (1, d, B), ``H`` (n_hyper, B)."""
+    d, B = X.shape
+    for b in range(B):
+        if active[b]:
+            step[b] += 1
+    for i in range(d):
+        for b in range(B):
+            p, buf = sgd_coord(X[i, b], G[i, b], S[0, i, b], H[0, b], H[1, b], H[2, b], H[3, b],
+                               H[4, b] != 0.0, H[5, b] != 0.0, step[b] == 1)
+            keep = active[b]
+            X[i, b] = p if keep else X[i, b]
+            S[0, i, b] = buf if keep else S[0, i, b]
+
+
 def _validate(v):
     check_range("learning rate lr", v["lr"], 0.0, low_inclusive=False)
     check_range("momentum", v["momentum"], 0.0)
@@ -99,4 +124,5 @@ SGD_RULE = Rule(
     validate=_validate,
     n_state=lambda d, v: 1,
     update=_update,
+    update_block=_update_block,
 )
