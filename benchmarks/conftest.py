@@ -1,0 +1,472 @@
+"""fastopt and its peers on the workloads of GitHub issue #2, in one table.
+
+Every workload here is a ``prepare_*`` function that does all the set-up
+(imports, allocation, JIT compilation and a warm-up call) and returns ``run``,
+a no-argument callable whose every call does the timed work once from the same
+inputs and returns the result. The pytest-benchmark files and
+``benchmarks/report.py`` time the very same ``run`` callables, so the numbers
+of both agree.
+
+Sizes: small by default, so that ``pytest benchmarks`` (``--benchmark-disable``)
+is a quick smoke test that runs every body once; the issue's sizes with
+``FASTOPT_BENCH_FULL=1``.
+
+Peers that are not installed are skipped (``pytest.importorskip``; report.py
+catches the skip and prints "n/a").
+
+Only fastopt's public API is used: ``fastopt.minimize``, ``fastopt.minimize_batch``,
+``fastopt.Adam`` and ``fastopt.functions``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+from numba import prange
+
+import fastopt
+from fastopt.functions import rosenbrock
+
+FULL = os.environ.get("FASTOPT_BENCH_FULL", "0").strip() not in ("", "0")
+
+# --- sizes --------------------------------------------------------------------------
+LR = 1e-3
+BETAS = (0.9, 0.999)
+EPS = 1e-8
+SEED = 0
+
+BATCH_SHAPES_FULL = [(10_000, 10), (100_000, 2), (100, 1000)]
+BATCH_STEPS_FULL = 1000
+BATCH_SHAPES_SMOKE = [(n // 10, d) for n, d in BATCH_SHAPES_FULL]
+BATCH_STEPS_SMOKE = 50
+STEP_PARAMS_FULL = 10_000_000
+STEP_PARAMS_SMOKE = 1_000_000  # still above fastopt's PARALLEL_THRESHOLD (2**18)
+MINIMIZE_ITERS_FULL = 100_000
+MINIMIZE_ITERS_SMOKE = 10_000
+
+
+def sizes(full=FULL):
+    """The sizes of every workload: the issue's (``full``) or the smoke test's."""
+    if full:
+        return {"batch_shapes": BATCH_SHAPES_FULL, "batch_steps": BATCH_STEPS_FULL,
+                "step_params": STEP_PARAMS_FULL, "minimize_iters": MINIMIZE_ITERS_FULL}
+    return {"batch_shapes": BATCH_SHAPES_SMOKE, "batch_steps": BATCH_STEPS_SMOKE,
+            "step_params": STEP_PARAMS_SMOKE, "minimize_iters": MINIMIZE_ITERS_SMOKE}
+
+
+SIZES = sizes()
+
+# Final points after T Adam steps agree to ATOL between fastopt, NumPy, torch and
+# JAX for T <= CHECK_MAX_STEPS: all four implement torch's formula and the same
+# gradient, and differ only in rounding (fastopt and NumPy: not even that). Over
+# 1000 steps a few starts amplify rounding differences (seen: 1e-4 for JAX and
+# torch at N=100_000), so at full size agreement is reported, not asserted.
+ATOL = 1e-9
+CHECK_MAX_STEPS = 50
+
+
+def starts(n, d, seed=SEED):
+    """The starting points every peer uses: uniform in Rosenbrock's box [-2, 2]^d."""
+    low, high = rosenbrock.bounds
+    return np.random.default_rng(seed).uniform(low, high, size=(n, d))
+
+
+def batch_options(steps):
+    """Adam for exactly ``steps`` iterations (gtol 0 never stops earlier)."""
+    return {"lr": LR, "betas": BETAS, "eps": EPS, "maxiter": steps, "gtol": 0.0}
+
+
+# --- a user's own per-point objective, written as a user would write it --------------
+@numba.njit
+def user_rosenbrock(x):
+    s = 0.0
+    for i in range(x.size - 1):
+        s += 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
+    return s
+
+
+@numba.njit
+def user_rosenbrock_grad(x):
+    g = np.zeros_like(x)
+    for i in range(x.size - 1):
+        a = x[i + 1] - x[i] ** 2
+        g[i] += -400.0 * x[i] * a - 2.0 * (1.0 - x[i])
+        g[i + 1] += 200.0 * a
+    return g
+
+
+OBJECTIVES = {
+    # fastopt's built-in in-place objective: fun(x, g) -> f with jac="inplace"
+    "builtin-inplace": rosenbrock.minimize_kwargs(),
+    # a user's @njit pair fun(x) -> f, jac(x) -> g (allocates g on every call)
+    "user-njit-fun+jac": {"fun": user_rosenbrock, "jac": user_rosenbrock_grad},
+}
+
+
+# --- workload 1: batch Adam on Rosenbrock, T fixed ------------------------------------
+def _prepare_fastopt_batch(objective, X0, steps, workers):
+    kwargs = OBJECTIVES[objective]
+    options = batch_options(steps)
+    # compile (not timed): the loop is compiled per (rule, objective), not per shape
+    fastopt.minimize_batch(X0=X0[:2], method="adam", options={**options, "maxiter": 1},
+                           workers=workers, **kwargs)
+
+    def run():
+        return fastopt.minimize_batch(X0=X0, method="adam", options=options, workers=workers,
+                                      **kwargs).x
+
+    return run
+
+
+def prepare_fastopt_batch(X0, steps, workers=None):
+    """``fastopt.minimize_batch`` with the built-in in-place Rosenbrock."""
+    return _prepare_fastopt_batch("builtin-inplace", X0, steps, workers)
+
+
+def prepare_fastopt_user_batch(X0, steps, workers=None):
+    """``fastopt.minimize_batch`` with a user's per-point ``@njit`` fun + jac."""
+    return _prepare_fastopt_batch("user-njit-fun+jac", X0, steps, workers)
+
+
+def numpy_rosenbrock_grad(X, G):
+    """Gradient of Rosenbrock at every row of ``X``, written into ``G`` (vectorized)."""
+    head = X[:, :-1]
+    a = X[:, 1:] - head**2
+    np.multiply(-400.0 * head, a, out=G[:, :-1])
+    G[:, :-1] -= 2.0 * (1.0 - head)
+    G[:, -1] = 0.0
+    G[:, 1:] += 200.0 * a
+
+
+def numpy_adam(X0, steps, lr=LR, betas=BETAS, eps=EPS):
+    """Adam (torch's formula) on all starts at once: (N, d) arrays, a Python loop over T."""
+    beta1, beta2 = betas
+    X = X0.copy()
+    m = np.zeros_like(X)
+    v = np.zeros_like(X)
+    G = np.empty_like(X)
+    denom = np.empty_like(X)
+    for t in range(1, steps + 1):
+        numpy_rosenbrock_grad(X, G)
+        m += (1.0 - beta1) * (G - m)
+        v *= beta2
+        v += (1.0 - beta2) * G * G
+        step_size = lr / (1.0 - beta1**t)
+        bias_correction2_sqrt = (1.0 - beta2**t) ** 0.5
+        np.sqrt(v, out=denom)
+        denom /= bias_correction2_sqrt
+        denom += eps
+        X -= step_size * m / denom
+    return X
+
+
+def prepare_numpy_batch(X0, steps, workers=None):
+    """NumPy, vectorized over the starts."""
+    def run():
+        return numpy_adam(X0, steps)
+
+    return run
+
+
+def _jax_solver(steps):
+    """``optax.adam`` for ``steps`` steps under ``jax.jit(jax.vmap(...))``, in float64."""
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+
+    def rosen(x):
+        return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+    opt = optax.adam(LR, b1=BETAS[0], b2=BETAS[1], eps=EPS)
+    grad = jax.grad(rosen)
+
+    def one_start(x0):
+        def body(_, carry):
+            x, state = carry
+            updates, state = opt.update(grad(x), state, x)
+            return optax.apply_updates(x, updates), state
+
+        return jax.lax.fori_loop(0, steps, body, (x0, opt.init(x0)))[0]
+
+    return jax, jax.jit(jax.vmap(one_start))
+
+
+def prepare_jax_batch(X0, steps, workers=None):
+    """``optax.adam`` under ``jax.jit(jax.vmap(...))`` with ``lax.fori_loop``, float64."""
+    jax, solve = _jax_solver(steps)
+    X0_device = jax.device_put(jax.numpy.asarray(X0, dtype=jax.numpy.float64))
+    solve(X0_device).block_until_ready()  # compile (not timed)
+
+    def run():
+        return solve(X0_device).block_until_ready()
+
+    return run
+
+
+def _torch():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    return torch
+
+
+def prepare_torch_batch(X0, steps, workers=None):
+    """``torch.optim.Adam(fused=True)`` on one (N, d) float64 tensor, gradient by hand."""
+    _torch_batch(X0[:2], 2)()  # warm-up (not timed)
+    return _torch_batch(X0, steps)
+
+
+def _torch_batch(X0, steps):
+    torch = _torch()
+    X0_tensor = torch.from_numpy(X0)
+
+    def run():
+        p = torch.nn.Parameter(X0_tensor.clone())
+        p.grad = torch.empty_like(p)
+        opt = torch.optim.Adam([p], lr=LR, betas=BETAS, eps=EPS, fused=True)
+        x, g = p.detach(), p.grad
+        a = torch.empty_like(x[:, 1:])
+        with torch.no_grad():
+            for _ in range(steps):
+                head = x[:, :-1]
+                torch.mul(head, head, out=a)
+                torch.sub(x[:, 1:], a, out=a)  # a = x[1:] - x[:-1]^2
+                torch.mul(head, a, out=g[:, :-1])
+                g[:, :-1].mul_(-400.0).add_(head, alpha=2.0).sub_(2.0)
+                g[:, -1].zero_()
+                g[:, 1:].add_(a, alpha=200.0)
+                opt.step()
+        return x.numpy()
+
+    return run
+
+
+BATCH_PEERS = {
+    "fastopt": prepare_fastopt_batch,
+    "fastopt-user-njit": prepare_fastopt_user_batch,
+    "jax-optax": prepare_jax_batch,
+    "numpy": prepare_numpy_batch,
+    "torch-fused": prepare_torch_batch,
+}
+
+
+# --- workload 2: one Adam step on a large parameter vector -----------------------------
+def _step_arrays(n):
+    rng = np.random.default_rng(SEED)
+    return rng.standard_normal(n), rng.standard_normal(n)
+
+
+def prepare_fastopt_step(n):
+    """``fastopt.Adam.step`` (in place; multithreaded above 2**18 elements)."""
+    x, g = _step_arrays(n)
+    opt = fastopt.Adam(lr=LR, betas=BETAS, eps=EPS)
+    state = opt.init(x)
+    opt.step(x, g, state)  # compile / load from cache (not timed)
+
+    def run():
+        opt.step(x, g, state)
+        return x
+
+    return run
+
+
+def prepare_torch_step(n):
+    """``torch.optim.Adam(fused=True).step()`` on one float64 tensor."""
+    torch = _torch()
+    x, g = _step_arrays(n)
+    p = torch.nn.Parameter(torch.from_numpy(x))
+    p.grad = torch.from_numpy(g)
+    opt = torch.optim.Adam([p], lr=LR, betas=BETAS, eps=EPS, fused=True)
+    opt.step()  # allocates the state (not timed)
+
+    def run():
+        opt.step()
+        return x
+
+    return run
+
+
+@numba.njit(parallel=True, nogil=True, error_model="numpy", cache=True)
+def adam_traffic_floor(x, g, m, v, c):
+    """Adam's memory traffic (read x, g, m, v; write x, m, v) with trivial arithmetic."""
+    for i in prange(x.size):
+        gi = g[i]
+        mi = 0.5 * (m[i] + gi)
+        vi = 0.5 * (v[i] + gi)
+        m[i] = mi
+        v[i] = vi
+        x[i] = x[i] - c * (mi + vi)
+
+
+def prepare_floor_step(n):
+    """A numba ``prange`` kernel with Adam's memory traffic: the speed limit of a step."""
+    x, g = _step_arrays(n)
+    m, v = np.zeros(n), np.zeros(n)
+    adam_traffic_floor(x, g, m, v, LR)
+
+    def run():
+        adam_traffic_floor(x, g, m, v, LR)
+        return x
+
+    return run
+
+
+STEP_PEERS = {
+    "fastopt": prepare_fastopt_step,
+    "torch-fused": prepare_torch_step,
+    "memory-floor": prepare_floor_step,
+}
+
+
+# --- workload 3: fastopt.minimize per iteration and per call ---------------------------
+X0_2D = np.array([-1.2, 1.0])
+
+
+def prepare_minimize(objective, maxiter):
+    """``fastopt.minimize``: 2-D Adam on Rosenbrock for exactly ``maxiter`` iterations."""
+    kwargs = OBJECTIVES[objective]
+    options = {"lr": LR, "maxiter": maxiter, "gtol": 0.0}
+    fastopt.minimize(x0=X0_2D, method="adam", options={**options, "maxiter": 1}, **kwargs)
+
+    def run():
+        return fastopt.minimize(x0=X0_2D, method="adam", options=options, **kwargs)
+
+    return run
+
+
+# --- workload 6: compile time of a first call with a new objective ----------------------
+def new_objective(kind):
+    """Fresh ``@njit`` functions (new dispatchers, so nothing is reused from earlier calls)."""
+    if kind == "user-njit-fun+jac":
+        fun = numba.njit(user_rosenbrock.py_func)
+        jac = numba.njit(user_rosenbrock_grad.py_func)
+        return {"fun": fun, "jac": jac}
+    if kind == "user-njit-inplace":
+        return {"fun": numba.njit(rosenbrock.fg.py_func), "jac": "inplace"}
+    raise ValueError(kind)
+
+
+COMPILE_KINDS = ("user-njit-fun+jac", "user-njit-inplace")
+
+
+def first_batch_call(kind):
+    """One ``minimize_batch`` (4 starts, 1 iteration) with objective functions nobody compiled."""
+    kwargs = new_objective(kind)
+    return fastopt.minimize_batch(X0=starts(4, 2), method="adam",
+                                  options={"lr": LR, "maxiter": 1}, **kwargs)
+
+
+def prepare_jax_compile(X0, steps):
+    """JAX's trace + XLA compile of the batch workload (XLA compiles per shape)."""
+    jax, _ = _jax_solver(steps)
+    X0_device = jax.device_put(jax.numpy.asarray(X0, dtype=jax.numpy.float64))
+
+    def run():
+        _, solve = _jax_solver(steps)  # a new function: nothing reused from earlier calls
+        return solve.lower(X0_device).compile()
+
+    return run
+
+
+# --- workload 5: cold start in a fresh interpreter --------------------------------------
+COLD_START_SCRIPT = textwrap.dedent("""
+    import json, time
+    t0 = time.perf_counter()
+    import numba
+    t1 = time.perf_counter()
+    import fastopt
+    t2 = time.perf_counter()
+    import numpy as np
+
+    @numba.njit
+    def fun(x):
+        return (x[0] - 1.0) ** 2 + 10.0 * (x[1] - x[0] ** 2) ** 2
+
+    @numba.njit
+    def jac(x):
+        a = x[1] - x[0] ** 2
+        return np.array([2.0 * (x[0] - 1.0) - 40.0 * x[0] * a, 20.0 * a])
+
+    x0 = np.array([-1.2, 1.0])
+    t3 = time.perf_counter()
+    fun(x0), jac(x0)  # numba compiles the user's own functions (lazily, as in any program)
+    t4 = time.perf_counter()
+    res = fastopt.minimize(fun, x0, jac=jac, method="adam", options={"lr": 1e-2, "maxiter": 100})
+    t5 = time.perf_counter()
+    assert res.nit == 100, res
+    print(json.dumps({"import_numba": t1 - t0, "import_fastopt": t2 - t1,
+                      "user_compile": t4 - t3, "first_minimize": t5 - t4}))
+""")
+
+
+def cold_start(cache_dir):
+    """Run COLD_START_SCRIPT in a fresh interpreter with ``NUMBA_CACHE_DIR=cache_dir``.
+
+    Returns its timings in seconds: ``import_numba``, ``import_fastopt`` (beyond
+    numba), ``user_compile`` (numba compiling the user's new fun and jac, which any
+    program using them pays), ``first_minimize`` (fastopt's part of the first call:
+    its loop compiled around the user functions; kernels without function arguments
+    may load from the cache), ``total`` (the sum of those four) and ``process``
+    (the whole subprocess, interpreter start-up included).
+    """
+    import time
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", COLD_START_SCRIPT], env=env, check=True,
+                         capture_output=True, text=True, timeout=600)
+    process = time.perf_counter() - t0
+    timings = json.loads(out.stdout.strip().splitlines()[-1])
+    timings["total"] = sum(timings.values())
+    timings["process"] = process
+    return timings
+
+
+# --- pytest plumbing ---------------------------------------------------------------------
+# The benchmark files take everything above from the ``workloads`` fixture and are
+# parametrized here, so they never ``import conftest`` (ambiguous next to tests/conftest.py).
+_THIS_MODULE = sys.modules[__name__]
+
+
+@pytest.fixture(scope="session")
+def workloads():
+    """This module: the workload table every benchmark file uses."""
+    return _THIS_MODULE
+
+
+def shape_id(shape):
+    n, d = shape
+    return f"N{n}-d{d}"
+
+
+def pytest_generate_tests(metafunc):
+    params = {
+        "batch_peer": (list(BATCH_PEERS), None),
+        "batch_shape": (SIZES["batch_shapes"], shape_id),
+        "step_peer": (list(STEP_PEERS), None),
+        "objective": (list(OBJECTIVES), None),
+        "compile_kind": (list(COMPILE_KINDS), None),
+        "workers": ([1, 2], lambda w: f"workers{w}"),
+    }
+    for name, (values, ids) in params.items():
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, values, ids=ids)
+
+
+@pytest.fixture(scope="session")
+def numpy_reference():
+    """NumPy-batched Adam's final points per (shape, steps): the reference for agreement."""
+    cache = {}
+
+    def get(shape, steps):
+        key = (*shape, steps)
+        if key not in cache:
+            cache[key] = numpy_adam(starts(*shape), steps)
+        return cache[key]
+
+    return get

@@ -1,0 +1,461 @@
+"""fastopt vs its peers on the workloads of GitHub issue #2: markdown tables of times and ratios.
+
+    python benchmarks/report.py            # the issue's sizes (several minutes)
+    python benchmarks/report.py --quick    # the smoke-test sizes (about a minute)
+
+Times the very ``run`` callables the pytest-benchmark files time (from
+``benchmarks/conftest.py``) with ``time.perf_counter``: each number is the best
+of k repeats, and the peers of a table are interleaved round by round, so that a
+burst of load from other processes does not fall on one peer only. Compilation
+and warm-up are excluded everywhere except in the compile and cold-start tables.
+Ratios are fastopt's time over the peer's (below 1: fastopt is faster); each
+target of the issue is listed with the measured value. The "other load" line of
+each section is the CPU time other processes used meanwhile, in cores: anything
+well above 0 means the numbers of that section are noisy.
+"""
+
+import argparse
+import gc
+import importlib.util
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_workloads():
+    spec = importlib.util.spec_from_file_location("fastopt_bench_workloads", HERE / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+W = load_workloads()
+NA = "n/a"
+
+
+# --- measuring -----------------------------------------------------------------------------
+def timed(fn):
+    """Seconds one call of ``fn`` takes (garbage collection off, as timeit does)."""
+    return timed_result(fn)[0]
+
+
+def timed_result(fn):
+    """``(seconds, result)`` of one call of ``fn``."""
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        result = fn()
+        return time.perf_counter() - t0, result
+    finally:
+        gc.enable()
+
+
+def best_of(runs, repeats, budget_s, min_repeats=2):
+    """Best time of each callable in ``runs`` (a dict), measured round-robin.
+
+    Stops after ``repeats`` rounds, or earlier once ``budget_s`` seconds have
+    passed and every callable ran ``min_repeats`` times. Returns the best times,
+    the number of repeats and the result of each callable's first call.
+    """
+    times = {name: [] for name in runs}
+    first = {}
+    start = time.perf_counter()
+    for r in range(repeats):
+        for name, fn in runs.items():
+            seconds, result = timed_result(fn)
+            times[name].append(seconds)
+            first.setdefault(name, result)
+        if r + 1 >= min_repeats and time.perf_counter() - start > budget_s:
+            break
+    return ({name: min(ts) for name, ts in times.items()},
+            {name: len(ts) for name, ts in times.items()}, first)
+
+
+def best_of_many(fn, seconds, max_calls=100_000):
+    """Best time of a call taking microseconds: as many calls as fit in ``seconds``."""
+    best = float("inf")
+    end = time.perf_counter() + seconds
+    calls = 0
+    gc.disable()
+    try:
+        while calls < max_calls and (calls < 10 or time.perf_counter() < end):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+            calls += 1
+    finally:
+        gc.enable()
+    return best
+
+
+def prepare(factory, *args, **kwargs):
+    """``factory(*args)``, or None if it skips (a peer that is not installed)."""
+    try:
+        return factory(*args, **kwargs)
+    except pytest.skip.Exception:
+        return None
+
+
+class OtherLoad:
+    """CPU time used by other processes while a section runs, in cores (from /proc/stat)."""
+
+    def __enter__(self):
+        self.start = self._sample()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._sample()
+        wall = end[0] - self.start[0]
+        busy = end[1] - self.start[1]
+        own = end[2] - self.start[2]
+        self.cores = max(0.0, (busy - own) / wall) if wall > 0 and busy >= 0 else None
+
+    @staticmethod
+    def _sample():
+        busy = float("nan")
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+            idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+            busy = (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+        own = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            usage = resource.getrusage(who)
+            own += usage.ru_utime + usage.ru_stime
+        return time.perf_counter(), busy, own
+
+    def line(self):
+        if self.cores is None or self.cores != self.cores:
+            return "_other load: unknown_"
+        return f"_other load during this section: {self.cores:.2f} cores of {os.cpu_count()}_"
+
+
+QUIET = {"max_wait": 0.0, "threshold": 0.25}
+
+
+def wait_for_quiet():
+    """Wait (up to ``QUIET["max_wait"]`` s) until other processes use < 0.25 cores for 1 s."""
+    deadline = time.perf_counter() + QUIET["max_wait"]
+    while time.perf_counter() < deadline:
+        with OtherLoad() as load:
+            time.sleep(1.0)
+        if load.cores is None or load.cores < QUIET["threshold"]:
+            return
+
+
+# --- formatting ----------------------------------------------------------------------------
+def fmt_time(seconds):
+    if seconds is None:
+        return NA
+    if seconds >= 1.0:
+        return f"{seconds:.3f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def fmt_ratio(value):
+    return NA if value is None else f"{value:.2f}x"
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class Targets:
+    """The issue's targets and what was measured, for the summary table."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, what, value, goal, le, unit="x"):
+        if value is None:
+            shown, met = NA, NA
+        else:
+            shown = f"{value:.2f}{unit}" if unit == "x" else f"{value:.3g} {unit}"
+            met = "yes" if (value <= goal if le else value >= goal) else "**no**"
+        goal_str = ("≤ " if le else "≥ ") + (f"{goal}x" if unit == "x" else f"{goal} {unit}")
+        self.rows.append((what, shown, goal_str, met))
+
+    def markdown(self):
+        return table(["target", "measured", "goal", "met"], self.rows)
+
+
+def out(text=""):
+    print(text, flush=True)
+
+
+# --- sections ------------------------------------------------------------------------------
+def machine_info(full, repeats):
+    import numba
+    import scipy
+
+    def version(name):
+        try:
+            return __import__(name).__version__
+        except ImportError:
+            return "not installed"
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return "?"
+
+    dirty = git("status", "--porcelain", "--", "fastopt")
+    rows = [
+        ("date (UTC)", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")),
+        ("fastopt commit", git("rev-parse", "--short", "HEAD")
+         + (" + uncommitted changes in fastopt/" if dirty else "")),
+        ("sizes", "full (the issue's)" if full else "quick (smoke-test sizes)"),
+        ("timing", f"best of up to {repeats} repeats, peers interleaved; waits up to "
+                   f"{QUIET['max_wait']:.0f} s for other load < {QUIET['threshold']} cores"),
+        ("CPU", f"{cpu}, {os.cpu_count()} logical CPUs"),
+        ("load average at start", " ".join(f"{x:.2f}" for x in os.getloadavg())),
+        ("python", platform.python_version()),
+        ("numpy / scipy / numba", f"{np.__version__} / {scipy.__version__} / {numba.__version__}"),
+        ("numba threads", f"{numba.get_num_threads()}"),
+        ("jax / jaxlib / optax", f"{version('jax')} / {version('jaxlib')} / {version('optax')}"),
+        ("torch", f"{version('torch')} (set_num_threads(2))"),
+        ("env", ", ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ)
+                          if k.startswith(("OMP_", "NUMBA_", "XLA_", "MKL_"))) or "-"),
+    ]
+    return table(["", ""], rows)
+
+
+def section_batch(S, repeats, targets):
+    steps = S["batch_steps"]
+    out(f"## 1. Batch Adam on Rosenbrock, T = {steps} steps\n")
+    out("`minimize_batch(..., method='adam', options={'lr': 1e-3, 'maxiter': T, 'gtol': 0.0})`; "
+        "peers run the same starts. fastopt/peer < 1 means fastopt is faster. "
+        "|Δx| = max difference of the final points from fastopt's.\n")
+    goals = {"jax-optax": 0.75, "numpy": 0.1, "torch-fused": 0.3}
+    for shape in S["batch_shapes"]:
+        X0 = W.starts(*shape)
+        runs = {}
+        wait_for_quiet()
+        for name, factory in W.BATCH_PEERS.items():
+            run = prepare(factory, X0, steps)
+            if run is not None:
+                runs[name] = run
+        with OtherLoad() as load:
+            best, counts, results = best_of(runs, repeats, budget_s=60.0)
+        results = {name: np.asarray(x) for name, x in results.items()}
+        base = best["fastopt"]
+        rows = []
+        for name in W.BATCH_PEERS:
+            t = best.get(name)
+            diff = (float(np.max(np.abs(results[name] - results["fastopt"])))
+                    if name in results else None)
+            goal = goals.get(name)
+            rows.append((name, fmt_time(t), counts.get(name, 0),
+                         f"{t / (shape[0] * shape[1] * steps) * 1e9:.2f}" if t else NA,
+                         "1.00x (baseline)" if name == "fastopt" else fmt_ratio(ratio(base, t)),
+                         f"≤ {goal}x" if goal else ("≤ 1.0x vs jax" if name == "fastopt-user-njit"
+                                                     else ""),
+                         NA if diff is None else f"{diff:.1e}"))
+        out(f"### N = {shape[0]:,}, d = {shape[1]:,}\n")
+        out(table(["implementation", "time", "repeats", "ns / (start·dim·step)", "fastopt / peer",
+                   "target", "|Δx|"], rows))
+        out(load.line() + "\n")
+        for name, goal in goals.items():
+            targets.add(f"batch {shape}: fastopt / {name}", ratio(base, best.get(name)), goal,
+                        le=True)
+        targets.add(f"batch {shape}: fastopt-user-njit / jax-optax",
+                    ratio(best.get("fastopt-user-njit"), best.get("jax-optax")), 1.0, le=True)
+
+
+def section_step(S, repeats, targets):
+    n = S["step_params"]
+    out(f"## 2. Step API: one Adam step on {n:,} float64 parameters\n")
+    out("memory-floor: a numba `prange` kernel with Adam's memory traffic (read x, g, m, v; "
+        "write x, m, v) and trivial arithmetic. GB/s counts those 7 arrays.\n")
+    runs = {}
+    wait_for_quiet()
+    for name, factory in W.STEP_PEERS.items():
+        run = prepare(factory, n)
+        if run is not None:
+            runs[name] = run
+    with OtherLoad() as load:
+        best, counts, _ = best_of(runs, max(repeats, 20), budget_s=30.0)
+    base = best["fastopt"]
+    rows = [(name, fmt_time(best.get(name)), counts.get(name, 0),
+             f"{7 * 8 * n / best[name] / 1e9:.1f}" if name in best else NA,
+             fmt_ratio(ratio(base, best.get(name))))
+            for name in W.STEP_PEERS]
+    out(table(["implementation", "time", "repeats", "GB/s", "fastopt / peer"], rows))
+    out(load.line() + "\n")
+    targets.add("step: fastopt / torch-fused", ratio(base, best.get("torch-fused")), 1.0, le=True)
+    targets.add("step: fastopt speed / memory-floor speed", ratio(best.get("memory-floor"), base),
+                0.9, le=False)
+
+
+def section_minimize(S, targets):
+    maxiter = S["minimize_iters"]
+    out("## 3. `minimize`: 2-D Adam on Rosenbrock, per iteration and per call\n")
+    out(f"ns/iteration = (time(maxiter={maxiter:,}) − time(maxiter=1)) / {maxiter - 1:,}; "
+        "call overhead = a whole warm call with maxiter=1 (one iteration, two evaluations).\n")
+    rows = []
+    wait_for_quiet()
+    with OtherLoad() as load:
+        for objective in W.OBJECTIVES:
+            many = W.prepare_minimize(objective, maxiter)
+            one = W.prepare_minimize(objective, 1)
+            t_one = best_of_many(one, seconds=2.0)
+            t_many = min(timed(many) for _ in range(20))
+            per_iter = (t_many - t_one) / (maxiter - 1)
+            rows.append((objective, fmt_time(t_many), f"{per_iter * 1e9:.1f}",
+                         f"{t_one * 1e6:.1f}"))
+            targets.add(f"minimize ns/iteration ({objective})", per_iter * 1e9, 30, le=True,
+                        unit="ns")
+            targets.add(f"minimize warm call overhead ({objective})", t_one * 1e6, 20, le=True,
+                        unit="µs")
+    out(table(["objective", f"time, maxiter={maxiter:,}", "ns / iteration",
+               "µs / call (maxiter=1)"], rows))
+    out(load.line() + "\n")
+
+
+def section_scaling(S, repeats, targets):
+    steps = S["batch_steps"]
+    out(f"## 4. Thread scaling: fastopt batch Adam, T = {steps}, workers=1 vs workers=2\n")
+    rows = []
+    with OtherLoad() as load:
+        for shape in S["batch_shapes"]:
+            X0 = W.starts(*shape)
+            runs = {w: W.prepare_fastopt_batch(X0, steps, workers=w) for w in (1, 2)}
+            wait_for_quiet()
+            best, _, _ = best_of(runs, repeats, budget_s=30.0)
+            speedup = ratio(best[1], best[2])
+            rows.append((f"N = {shape[0]:,}, d = {shape[1]:,}", fmt_time(best[1]),
+                         fmt_time(best[2]), fmt_ratio(speedup)))
+            targets.add(f"scaling {shape}: workers=1 / workers=2", speedup, 1.8, le=False)
+    out(table(["shape", "workers=1", "workers=2", "speedup (target ≥ 1.8x)"], rows))
+    out(load.line() + "\n")
+
+
+def section_cold_start(repeats, targets):
+    out("## 5. Cold start: fresh interpreter, `import fastopt`, first `minimize` with a new "
+        "user @njit fun + jac\n")
+    out("`NUMBA_CACHE_DIR` is a cache warmed by one earlier identical run, so kernels that "
+        "take no function arguments can load from disk. 'user fun+jac compile' is numba "
+        "compiling the user's two functions (called once before `minimize`); 'first minimize' "
+        "is fastopt's part. Best of the repeats by total.\n")
+    wait_for_quiet()
+    with tempfile.TemporaryDirectory(prefix="fastopt-bench-cache-") as cache_dir, \
+            OtherLoad() as load:
+        W.cold_start(cache_dir)
+        runs = [W.cold_start(cache_dir) for _ in range(repeats)]
+        cached = sum(1 for p in Path(cache_dir).rglob("*.nbi"))
+    best = min(runs, key=lambda r: r["total"])
+    out(table(["import numba", "import fastopt (beyond numba)", "user fun+jac compile",
+               "first minimize", "total", "whole process", "kernels in the cache"],
+              [(fmt_time(best["import_numba"]), fmt_time(best["import_fastopt"]),
+                fmt_time(best["user_compile"]), fmt_time(best["first_minimize"]),
+                fmt_time(best["total"]), fmt_time(best["process"]), cached)]))
+    out(load.line() + "\n")
+    targets.add("cold start: import + first minimize (total)", best["total"], 1.0, le=True,
+                unit="s")
+
+
+def section_compile(S, repeats):
+    out("## 6. Compile time: first `minimize_batch` (4 starts, 1 iteration) with a new objective\n")
+    out("In this process, after everything above, so fastopt's leaf kernels are loaded; new "
+        "@njit dispatchers every repeat. JAX row: trace + XLA compile of workload 1's "
+        "first shape, for scale.\n")
+    rows = []
+    wait_for_quiet()
+    with OtherLoad() as load:
+        for kind in W.COMPILE_KINDS:
+            t = min(timed(lambda k=kind: W.first_batch_call(k)) for _ in range(repeats))
+            rows.append((f"fastopt, {kind}", fmt_time(t)))
+        shape = S["batch_shapes"][0]
+        run = prepare(W.prepare_jax_compile, W.starts(*shape), S["batch_steps"])
+        t = None if run is None else min(timed(run) for _ in range(repeats))
+        rows.append((f"jax-optax jit, shape {shape}", fmt_time(t)))
+    out(table(["first call", "time (best)"], rows))
+    out(load.line() + "\n")
+
+
+SECTIONS = ("batch", "step", "minimize", "scaling", "cold", "compile")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke-test sizes, fewer repeats")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="repeats per measurement (default 5, --quick 3)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--wait-quiet", type=float, default=None, metavar="SECONDS",
+                        help="before each measurement wait up to this long for other "
+                             "processes to go quiet (default 30, --quick 0)")
+    args = parser.parse_args(argv)
+    QUIET["max_wait"] = args.wait_quiet if args.wait_quiet is not None else (
+        0.0 if args.quick else 30.0)
+    full = not args.quick
+    repeats = args.repeats or (3 if args.quick else 5)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; expected some of {list(SECTIONS)}")
+    S = W.sizes(full)
+    targets = Targets()
+
+    started = time.perf_counter()
+    out("# fastopt benchmark report (GitHub issue #2)\n")
+    out(f"`{' '.join([Path(sys.executable).name, *sys.argv])}`\n")
+    out(machine_info(full, repeats) + "\n")
+    if "batch" in sections:
+        section_batch(S, repeats, targets)
+    if "step" in sections:
+        section_step(S, repeats, targets)
+    if "minimize" in sections:
+        section_minimize(S, targets)
+    if "scaling" in sections:
+        section_scaling(S, repeats, targets)
+    if "cold" in sections:
+        section_cold_start(repeats if full else 1, targets)
+    if "compile" in sections:
+        section_compile(S, 3 if full else 1)
+    out("## Targets of the issue\n")
+    if not full:
+        out("_quick sizes: the targets are for the full sizes; shown for orientation only._\n")
+    out(targets.markdown() + "\n")
+    import numba
+
+    out(f"_numba threading layer: {numba.threading_layer()}; report took "
+        f"{time.perf_counter() - started:.0f} s._")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

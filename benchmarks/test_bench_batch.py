@@ -1,0 +1,41 @@
+"""Workloads 1 and 4: batch Adam on Rosenbrock for a fixed number of steps.
+
+    pytest benchmarks/test_bench_batch.py --benchmark-enable --benchmark-group-by=group
+    FASTOPT_BENCH_FULL=1 pytest benchmarks/test_bench_batch.py --benchmark-enable \\
+        --benchmark-group-by=group
+
+Each group is one shape (N, d): fastopt (built-in in-place objective), fastopt with a
+user's @njit fun + jac, JAX + optax, NumPy and torch's fused Adam side by side.
+Compilation and warm-up are done before timing.
+"""
+
+import numpy as np
+
+
+def test_batch_adam(benchmark, workloads, batch_peer, batch_shape, numpy_reference):
+    steps = workloads.SIZES["batch_steps"]
+    benchmark.group = f"batch-adam {workloads.shape_id(batch_shape)} T{steps}"
+    benchmark.extra_info.update(peer=batch_peer, shape=list(batch_shape), steps=steps)
+    X0 = workloads.starts(*batch_shape)
+    run = workloads.BATCH_PEERS[batch_peer](X0, steps)
+
+    X = np.asarray(benchmark(run))
+
+    assert X.shape == X0.shape
+    diff = float(np.max(np.abs(X - numpy_reference(batch_shape, steps))))
+    benchmark.extra_info["max_abs_diff_vs_numpy"] = diff
+    if steps <= workloads.CHECK_MAX_STEPS:
+        assert diff <= workloads.ATOL, f"{batch_peer} disagrees with NumPy-batched Adam by {diff}"
+
+
+def test_batch_thread_scaling(benchmark, workloads, batch_shape, workers):
+    steps = workloads.SIZES["batch_steps"]
+    benchmark.group = f"batch-scaling {workloads.shape_id(batch_shape)} T{steps}"
+    benchmark.extra_info.update(workers=workers, shape=list(batch_shape), steps=steps)
+    X0 = workloads.starts(*batch_shape)
+    run = workloads.prepare_fastopt_batch(X0, steps, workers=workers)
+
+    X = benchmark(run)
+
+    # the same numbers whatever the number of threads
+    np.testing.assert_array_equal(X, workloads.prepare_fastopt_batch(X0, steps, workers=1)())
