@@ -47,7 +47,9 @@ def as_points(x0, name, batch):
     try:
         arr = np.array(x0, dtype=np.float64, order="C", copy=True)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be an array of real numbers; got {type(x0).__name__}") from exc
+        raise TypeError(
+            f"{name} must be an array of real numbers; got {type(x0).__name__}"
+        ) from exc
     if batch:
         if arr.ndim == 1:
             arr = arr[:, None]
@@ -151,7 +153,8 @@ def _parse(method, options, tol, d, n_starts):
         loop[name] = _numeric(name, value, n_starts)
     for name in ("gtol", "xtol", "ftol", "clip_value", "clip_norm"):
         if np.any(~(loop[name] >= 0)):
-            raise ValueError(f"Invalid {name}: expected a value >= 0; got {options.get(name, tol)!r}")
+            got = options.get(name, tol)
+            raise ValueError(f"Invalid {name}: expected a value >= 0; got {got!r}")
     maxiter = loop["maxiter"]
     if np.any(~(maxiter >= 0)) or np.any(maxiter != np.round(maxiter)):
         raise ValueError(f"Invalid maxiter: {options.get('maxiter')!r}; expected an integer >= 0")

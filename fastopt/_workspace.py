@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _layout as L
 from . import status as st
+from .block import MAX_BLOCK_DIM, lanes_for, make_block_loop
 from .loop import make_loop
 
 
@@ -45,17 +46,31 @@ class Workspace:
              self.G_prev[i], self.hyper_t[i], self.x_history[i], self.f_history[i], self.every,
              max_steps)
 
-    def run_all(self, loop, args, max_steps, compiled, workers=None):
-        """Advance every start, on all cores (or ``workers`` threads)."""
-        if not compiled:
+    def run_all(self, setup, objective, args, max_steps, workers=None):
+        """Advance every start, on all cores (or ``workers`` threads).
+
+        First-order rules at small d (or with a block objective) run in lockstep
+        blocks (:mod:`fastopt.block`); everything else runs one start per task.
+        Both give every start bit for bit the result of its single-start run.
+        """
+        loop = make_loop(setup.rule, objective, setup.history_every > 0)
+        if not objective.compiled:
             for i in range(self.X.shape[0]):
                 self.run_one(loop, args, max_steps, i)
             return
-        _, run_batch = loop
+        d = self.X.shape[1]
+        blocked = (setup.rule.update_block is not None and not setup.history_every
+                   and (d <= MAX_BLOCK_DIM or objective.block_fun is not None))
         previous = numba.get_num_threads()
         if workers is not None:
             numba.set_num_threads(workers)
         try:
+            if blocked:
+                run_blocks = make_block_loop(setup.rule, objective)
+                run_blocks(args, self.X, self.G, self.F, self.state, self.hyper, self.controls,
+                           self.counters, lanes_for(d), max_steps)
+                return
+            _, run_batch = loop
             run_batch(args, self.X, self.G, self.F,
                       self.state, self.hyper, self.controls, self.counters, self.X_prev,
                       self.G_prev, self.hyper_t, self.x_history, self.f_history, self.every,

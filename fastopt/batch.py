@@ -10,7 +10,6 @@ from . import status as st
 from ._setup import as_points, parse
 from ._workspace import Workspace, check_workers
 from .minimize import MAX_STEPS
-from .loop import make_loop
 from .objective import prepare
 
 
@@ -124,7 +123,7 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
     setup = parse(method, options, tol, d, n_starts=n)
     objective, args = prepare(fun, X0[0], args, jac, hess, setup.rule.needs_hess)
     work = Workspace(X0, setup)
-    work.run_all(make_loop(setup.rule, objective, setup.history_every > 0), args, MAX_STEPS, objective.compiled, workers)
+    work.run_all(setup, objective, args, MAX_STEPS, workers)
     return _result(work, setup)
 
 

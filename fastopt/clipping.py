@@ -29,6 +29,6 @@ def clip_by_norm(g, max_norm):
     for i in range(g.size):
         total += g[i] * g[i]
     clip_coef = max_norm / (np.sqrt(total) + 1e-6)
-    if clip_coef < 1.0:
+    if not clip_coef >= 1.0:  # a NaN norm makes the gradient NaN, as torch does
         for i in range(g.size):
             g[i] = g[i] * clip_coef

@@ -21,7 +21,6 @@ Per iteration ``k`` (from ``x_k`` with value ``f_k`` and gradient ``g_k``):
 
 import functools
 
-import numpy as np
 from numba import prange
 
 from . import status as st
@@ -100,7 +99,7 @@ def is_finite(a):
 
 @kernel
 def record(x_history, f_history, every, nit, x, f):
-    """Store ``x`` and ``f`` as history row ``nit // every`` when ``nit`` is a multiple of ``every``."""
+    """Store ``x`` and ``f`` as history row ``nit // every`` if ``every`` divides ``nit``."""
     if f_history.size > 0 and nit % every == 0:
         row = nit // every
         if row < f_history.size:

@@ -13,7 +13,8 @@ so a valid scipy objective is never refused.
 
 import functools
 import warnings
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -23,7 +24,8 @@ from numba.extending import is_jitted, overload
 from ._jit import driver, inlined
 from ._layout import NFEV, NHEV, NJEV
 
-CENTRAL, FORWARD, JAC, FUN_AND_JAC, INPLACE = "3-point", "2-point", "jac", "fun_and_jac", "inplace"
+CENTRAL, FORWARD, JAC, FUN_AND_JAC = "3-point", "2-point", "jac", "fun_and_jac"
+INPLACE, BLOCK = "inplace", "block"
 HESS_REL_STEP = float(np.finfo(float).eps ** (1 / 3))
 DEFAULT_REL_STEP = {CENTRAL: np.finfo(float).eps ** (1 / 3), FORWARD: np.finfo(float).eps ** 0.5}
 
@@ -106,6 +108,14 @@ def fg(x, g, args, fd_step, counters):
     counters[NJEV] += 1
     return f
 """,
+    BLOCK: """
+def fg(x, g, args, fd_step, counters):
+    out = np.empty(1)
+    fun(x.reshape((x.size, 1)), g.reshape((g.size, 1)), out{a})
+    counters[NFEV] += 1
+    counters[NJEV] += 1
+    return out[0]
+""",
     INPLACE: """
 def fg(x, g, args, fd_step, counters):
     f = to_float(fun(x, g{a}))
@@ -166,7 +176,7 @@ def _make_fg(fun, jac, mode, n_args):
     compiled ``fg`` calls them directly and numba can inline ``fg`` into the loop.
     """
     namespace = {"fun": fun, "jac": jac, "to_float": to_float, "store_vector": store_vector,
-                 "NFEV": NFEV, "NJEV": NJEV}
+                 "NFEV": NFEV, "NJEV": NJEV, "np": np}
     exec(_FG_SOURCE[mode].format(a=_expanded(n_args)), namespace)  # noqa: S102 - fixed template
     return namespace["fg"]
 
@@ -218,6 +228,13 @@ class Objective(NamedTuple):
     hess: Callable
     compiled: bool
     jac_mode: str
+    block_fun: Callable = None  # the user's block function (jac="block"), compiled
+
+
+@driver
+def call_block(fun, X, G, F, args):
+    """``fun(X, G, F, *args)``: evaluate a block objective (called once per block step)."""
+    fun(X, G, F, *args)
 
 
 def _compile(f):
@@ -250,24 +267,27 @@ def _build(fun, jac, hess, mode, needs_hess, compiled, n_args):
         hess_eval = driver(hess_eval) if compiled else hess_eval
     else:
         hess_eval = _no_hess_compiled if compiled else _no_hess
-    return Objective(fg, hess_eval, compiled, mode)
+    return Objective(fg, hess_eval, compiled, mode, fun if mode == BLOCK else None)
 
 
 def jac_mode(jac):
-    """Classify ``jac`` as scipy does: callable, True (fun returns (f, g)), or finite differences."""
+    """Classify ``jac``: callable, True (fun returns (f, g)), a protocol name, or differences."""
     if callable(jac):
         return JAC
     if jac is True:
         return FUN_AND_JAC
     if isinstance(jac, str) and jac == "inplace":
         return INPLACE
+    if isinstance(jac, str) and jac == "block":
+        return BLOCK
     if jac is None or jac is False or (isinstance(jac, str) and jac in ("3-point", "cs")):
         return CENTRAL
     if isinstance(jac, str) and jac == "2-point":
         return FORWARD
     raise TypeError(
         f"Invalid jac: {jac!r}; expected a callable, True (fun returns (f, g)), 'inplace' "
-        "(fun(x, g, *args) writes g and returns f), None, '2-point' or '3-point'"
+        "(fun(x, g, *args) writes g and returns f), 'block' (fun(X, G, F, *args) on (d, B) "
+        "blocks), None, '2-point' or '3-point'"
     )
 
 
@@ -283,9 +303,20 @@ def _probe(fun, jac, hess, mode, x, args, compile_first):
     if mode == INPLACE:
         grad = np.full(x.size, np.nan)
         out = call(fun, x.copy(), grad, *args)
+    elif mode == BLOCK:
+        out = None
     else:
         out = call(fun, x.copy(), *args)
-    if mode == INPLACE:
+    if mode == BLOCK:
+        X = np.ascontiguousarray(x.reshape(-1, 1))
+        grad = np.full((x.size, 1), np.nan)
+        values = np.full(1, np.nan)
+        call(fun, X, grad, values, *args)
+        value = values[0]
+        if not np.isfinite(value) and np.all(np.isnan(grad)):
+            raise ValueError("jac='block' requires fun(X, G, F, *args) to write F (B,) and "
+                             "G (d, B) for X of shape (d, B)")
+    elif mode == INPLACE:
         value = out
     elif mode == FUN_AND_JAC:
         if not (isinstance(out, tuple) and len(out) == 2):

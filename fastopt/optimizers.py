@@ -68,10 +68,14 @@ class Optimizer:
 
     def __init__(self, **hyperparameters):
         rule = RULES[self.method]
-        values = {k: np.asarray(float(v)) for k, v in hyperparameters.items()}
+        values = {}
         for name, value in hyperparameters.items():
-            if isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value):
-                raise TypeError(f"{name} must be a scalar; got {value!r}")
+            if np.ndim(value) or isinstance(value, (str, bytes)):
+                raise TypeError(f"{name} must be a real number; got {value!r}")
+            try:
+                values[name] = np.asarray(float(value))
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{name} must be a real number; got {value!r}") from exc
         rule.validate(values)
         self.hyperparameters = {k: (bool(v) if isinstance(rule.defaults[k], bool) else float(v))
                                 for k, v in hyperparameters.items()}

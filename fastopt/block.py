@@ -1,0 +1,248 @@
+"""The lockstep driver: blocks of starts advanced together, structure of arrays.
+
+At small d one start is a serial chain (x -> f, g -> update -> x) that leaves the
+CPU idle between dependent operations, and each step pays the rule's per-step
+scalars (Adam's two ``pow`` calls) for a handful of flops. A block of B starts
+(``lanes``) is stored coordinates-by-rows, starts-by-columns (``Xb[i, b]``), so
+every inner loop runs across starts: it vectorizes, independent starts fill the
+pipeline, and per-step scalars are computed once per block when lanes share them.
+
+Each lane follows exactly the per-start loop of :mod:`fastopt.loop` (same checks
+in the same order, same clipping, schedule, divergence rollback and stopping),
+and each update is the rule's per-coordinate function applied to the lane's own
+values, so a lane is bit-identical to the single-start run of that start. Lanes
+that stop are masked: their values are never written again.
+
+The objective is evaluated per lane (the lane's column is gathered into a
+contiguous vector for ``fg``), or, for the block protocol ``jac="block"``, once
+per block: ``fun(X, G, F, *args)`` with ``X`` and ``G`` of shape (d, B).
+"""
+
+import functools
+
+import numpy as np
+from numba import prange
+
+from . import status as st
+from ._jit import driver, inlined, parallel_driver
+from ._layout import (
+    CLIP_NORM,
+    CLIP_VALUE,
+    FD_STEP,
+    FTOL,
+    GTOL,
+    MAXITER,
+    NFEV,
+    NIT,
+    NJEV,
+    SCHEDULE_A,
+    SCHEDULE_B,
+    SCHEDULE_C,
+    SCHEDULE_KIND,
+    STATUS,
+    STEP,
+    XTOL,
+)
+from .objective import call_block
+from .schedules import scheduled_lr
+
+MAX_BLOCK_DIM = 64  # above this the per-start loop vectorizes over d and is as fast
+
+
+def lanes_for(d):
+    """Starts per block for dimension ``d`` (enough columns to fill vector registers)."""
+    return 32 if d <= 16 else 16
+
+
+def make_block_loop(rule, objective):
+    """Build ``run_blocks`` for a first-order rule and a compiled objective (memoized)."""
+    return _make_block_loop(rule.update_block, objective.fg, objective.block_fun)
+
+
+@functools.lru_cache(maxsize=256)
+def _make_block_loop(update_block, fg, block_fun):
+    blockwise = block_fun is not None
+
+    @inlined
+    def evaluate(args, Xb, Gb, Fb, mask, controls, counters, lo, xbuf, gbuf, Gs, Fs):
+        """Objective and gradient of the lanes in ``mask``."""
+        d, B = Xb.shape
+        if blockwise:
+            call_block(block_fun, Xb, Gs, Fs, args)
+            for b in range(B):
+                if mask[b]:
+                    Fb[b] = Fs[b]
+                    for i in range(d):
+                        Gb[i, b] = Gs[i, b]
+                    counters[lo + b, NFEV] += 1
+                    counters[lo + b, NJEV] += 1
+        else:
+            for b in range(B):
+                if mask[b]:
+                    for i in range(d):
+                        xbuf[i] = Xb[i, b]
+                    Fb[b] = fg(xbuf, gbuf, args, controls[lo + b, FD_STEP], counters[lo + b])
+                    for i in range(d):
+                        Gb[i, b] = gbuf[i]
+
+    @inlined
+    def column_finite(A, b):
+        ok = True
+        for i in range(A.shape[0]):
+            ok &= A[i, b] - A[i, b] == 0.0
+        return ok
+
+    @driver
+    def run_block(args, X, G, F, state, hyper, controls, counters, lo, B, max_steps):
+        d = X.shape[1]
+        n_state = state.shape[1]
+        n_hyper = hyper.shape[1]
+        Xb = np.empty((d, B))
+        Gb = np.empty((d, B))
+        Xp = np.empty((d, B))
+        Gp = np.empty((d, B))
+        Sb = np.empty((n_state, d, B))
+        Hb = np.empty((n_hyper, B))
+        Ht = np.empty((n_hyper, B))
+        Gs = np.empty((d, B))
+        Fb = np.empty(B)
+        Fp = np.empty(B)
+        Fs = np.empty(B)
+        status = np.empty(B, dtype=np.int64)
+        nit = np.empty(B, dtype=np.int64)
+        step = np.empty(B, dtype=np.int64)
+        active = np.zeros(B, dtype=np.bool_)
+        pending = np.zeros(B, dtype=np.bool_)
+        scratch = np.empty((2, B))
+        xbuf = np.empty(d)
+        gbuf = np.empty(d)
+        for b in range(B):
+            r = lo + b
+            for i in range(d):
+                Xb[i, b] = X[r, i]
+                Gb[i, b] = G[r, i]
+                for k in range(n_state):
+                    Sb[k, i, b] = state[r, k, i]
+            for j in range(n_hyper):
+                Hb[j, b] = hyper[r, j]
+                Ht[j, b] = hyper[r, j]
+            Fb[b] = F[r]
+            status[b] = counters[r, STATUS]
+            nit[b] = counters[r, NIT]
+            step[b] = counters[r, STEP]
+            pending[b] = status[b] == st.NOT_STARTED
+
+        evaluate(args, Xb, Gb, Fb, pending, controls, counters, lo, xbuf, gbuf, Gs, Fs)
+        for b in range(B):
+            if pending[b]:
+                f = Fb[b]
+                if f - f == 0.0 and column_finite(Gb, b):
+                    status[b] = st.RUNNING
+                else:
+                    status[b] = st.DIVERGED
+
+        steps = 0
+        while True:
+            n_active = 0
+            for b in range(B):
+                active[b] = False
+                if status[b] != st.RUNNING:
+                    continue
+                r = lo + b
+                gtol = controls[r, GTOL]
+                converged = True
+                for i in range(d):
+                    converged &= abs(Gb[i, b]) <= gtol
+                if converged:
+                    status[b] = st.GTOL
+                    continue
+                if nit[b] >= controls[r, MAXITER]:
+                    status[b] = st.MAXITER
+                    continue
+                if steps >= max_steps:
+                    continue
+                active[b] = True
+                n_active += 1
+            if n_active == 0:
+                break
+            for i in range(d):
+                for b in range(B):
+                    Xp[i, b] = Xb[i, b]
+                    Gp[i, b] = Gb[i, b]
+            for b in range(B):
+                Fp[b] = Fb[b]
+                if not active[b]:
+                    continue
+                r = lo + b
+                clip_value = controls[r, CLIP_VALUE]
+                if clip_value > 0.0:
+                    for i in range(d):
+                        if Gb[i, b] > clip_value:
+                            Gb[i, b] = clip_value
+                        elif Gb[i, b] < -clip_value:
+                            Gb[i, b] = -clip_value
+                clip_norm = controls[r, CLIP_NORM]
+                if clip_norm > 0.0:
+                    total = 0.0
+                    for i in range(d):
+                        total += Gb[i, b] * Gb[i, b]
+                    clip_coef = clip_norm / (np.sqrt(total) + 1e-6)
+                    if not clip_coef >= 1.0:  # as fastopt.clipping.clip_by_norm
+                        for i in range(d):
+                            Gb[i, b] = Gb[i, b] * clip_coef
+                kind = int(controls[r, SCHEDULE_KIND])
+                if kind != 0:
+                    Ht[0, b] = scheduled_lr(Hb[0, b], nit[b], kind, controls[r, SCHEDULE_A],
+                                            controls[r, SCHEDULE_B], controls[r, SCHEDULE_C])
+            update_block(Xb, Gb, Sb, Ht, step, active, scratch)
+            evaluate(args, Xb, Gb, Fb, active, controls, counters, lo, xbuf, gbuf, Gs, Fs)
+            steps += 1
+            for b in range(B):
+                if not active[b]:
+                    continue
+                f = Fb[b]
+                if not (f - f == 0.0 and column_finite(Gb, b) and column_finite(Xb, b)):
+                    Fb[b] = Fp[b]
+                    for i in range(d):
+                        Xb[i, b] = Xp[i, b]
+                        Gb[i, b] = Gp[i, b]
+                    status[b] = st.DIVERGED
+                    continue
+                nit[b] += 1
+                r = lo + b
+                xtol = controls[r, XTOL]
+                if xtol > 0.0:
+                    small = True
+                    for i in range(d):
+                        small &= abs(Xb[i, b] - Xp[i, b]) <= xtol
+                    if small:
+                        status[b] = st.XTOL
+                        continue
+                ftol = controls[r, FTOL]
+                f_prev = Fp[b]
+                if ftol > 0.0 and abs(f - f_prev) <= ftol * max(abs(f), abs(f_prev), 1.0):
+                    status[b] = st.FTOL
+
+        for b in range(B):
+            r = lo + b
+            for i in range(d):
+                X[r, i] = Xb[i, b]
+                G[r, i] = Gb[i, b]
+                for k in range(n_state):
+                    state[r, k, i] = Sb[k, i, b]
+            F[r] = Fb[b]
+            counters[r, STATUS] = status[b]
+            counters[r, NIT] = nit[b]
+            counters[r, STEP] = step[b]
+
+    @parallel_driver
+    def run_blocks(args, X, G, F, state, hyper, controls, counters, lanes, max_steps):
+        """Every block of ``lanes`` starts, blocks in parallel."""
+        n = X.shape[0]
+        n_blocks = (n + lanes - 1) // lanes
+        for k in prange(n_blocks):
+            lo = k * lanes
+            run_block(args, X, G, F, state, hyper, controls, counters, lo, min(lanes, n - lo),
+                      max_steps)
+
+    return run_blocks
