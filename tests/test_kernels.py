@@ -370,9 +370,6 @@ def test_step_api_bad_hyperparameters_name_the_argument(make, error, match):
         make()
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="Optimizer.__init__ calls float(v) before its own checks, so the "
-                          "error does not name the argument (bug in fastopt/optimizers.py)")
 @pytest.mark.parametrize("lr", ["fast", [0.1, 0.2], np.array([0.1, 0.2])],
                          ids=["str", "list", "array"])
 def test_step_api_non_numeric_lr_names_the_argument(lr):
@@ -574,9 +571,6 @@ def test_clip_by_norm_with_inf_matches_naive():
     np.testing.assert_array_equal(g, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="clip_by_norm skips scaling when the norm is NaN "
-                                       "(coef < 1 is False); torch's clamp(coef, max=1) is NaN "
-                                       "and NaNs the whole gradient (bug in fastopt/clipping.py)")
 def test_clip_by_norm_with_nan_matches_torch_formula():
     g = np.array([1.0, np.nan, -2.0])
     expected = naive.clip_by_norm(g, 1.0)

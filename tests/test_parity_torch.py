@@ -290,9 +290,6 @@ def test_clip_kernels_match_torch_utils(scale):
             np.testing.assert_allclose(actual, t.grad.numpy(), rtol=1e-13, atol=0)
 
 
-@pytest.mark.xfail(strict=True, reason="fastopt.clipping.clip_by_norm leaves g unchanged when "
-                                       "its norm is NaN; torch multiplies by clamp(NaN, max=1) "
-                                       "= NaN (bug in fastopt/clipping.py)")
 def test_clip_by_norm_nan_gradient_matches_torch():
     g = np.array([1.0, np.nan, 3.0])
     t = torch.zeros(3, dtype=torch.float64, requires_grad=True)
