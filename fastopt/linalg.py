@@ -1,0 +1,226 @@
+r"""Small dense linear algebra written as loops, for the second-order rules.
+
+Every start of a batch solves its own d x d system once per iteration; at the
+sizes these rules are meant for (d up to a few dozen) a plain loop that numba
+inlines into the start's loop is faster than a LAPACK call (whose fixed cost
+is microseconds) and allocates nothing.
+
+* :func:`ldl_factor` / :func:`ldl_solve` -- square-root-free Cholesky
+  :math:`A = L D L^T` of a symmetric matrix, in place. Succeeds exactly when
+  ``A`` is (numerically) positive definite. For d = 1 the solve is ``b / a``, bit
+  for bit, so Newton's step is the textbook :math:`g / h`.
+* :func:`lu_solve` -- Gaussian elimination with partial pivoting, in place, for
+  the symmetric indefinite systems of regularized Newton (and to tell a singular
+  matrix from an indefinite one).
+* :func:`lbfgs_two_loop` -- the L-BFGS two-loop recursion :math:`q \leftarrow H_k q`.
+* :func:`bfgs_inverse_update` -- the BFGS update of an inverse Hessian.
+
+All are ``fastopt._jit.kernel``: cached, inlined into compiled callers, and
+callable from Python and from user ``@njit`` code. ``tests/test_second_order.py``
+checks each against a plain NumPy reference.
+"""
+
+import numpy as np
+
+from ._jit import kernel
+
+EPS = float(np.finfo(np.float64).eps)
+
+# ldl_factor results
+FACTOR_OK = 0
+FACTOR_NOT_POSITIVE = 1  # a pivot below -tol: A is indefinite (or negative definite)
+FACTOR_TINY_PIVOT = 2  # |pivot| <= tol: A is singular to working precision, or indefinite
+
+
+@kernel
+def dot(a, b):
+    """``a @ b`` for 1-D arrays, summed in index order."""
+    s = 0.0
+    for i in range(a.size):
+        s += a[i] * b[i]
+    return s
+
+
+@kernel
+def symmetrize(A):
+    """Replace ``A`` by ``(A + A.T) / 2`` in place (a no-op, bit for bit, if A is symmetric)."""
+    n = A.shape[0]
+    for i in range(n):
+        for j in range(i + 1, n):
+            s = 0.5 * (A[i, j] + A[j, i])
+            A[i, j] = s
+            A[j, i] = s
+
+
+@kernel
+def pivot_tolerance(A):
+    """``n * eps * max_i |A_ii|``: a pivot this small (relative to the diagonal) counts as zero."""
+    n = A.shape[0]
+    scale = 0.0
+    for i in range(n):
+        a = abs(A[i, i])
+        if a > scale:
+            scale = a
+    return n * EPS * scale
+
+
+@kernel
+def ldl_factor(A):
+    r"""Factor a symmetric ``A`` as :math:`L D L^T` in place; return a ``FACTOR_*`` code.
+
+    Only the lower triangle (with the diagonal) is read and overwritten: on
+    success ``D`` is on the diagonal and the unit lower-triangular ``L`` below it;
+    the strict upper triangle is untouched. The factorization fails (stopping at
+    the first bad pivot) unless every pivot exceeds ``pivot_tolerance(A)``, i.e.
+    unless ``A`` is positive definite to working precision.
+    """
+    n = A.shape[0]
+    tol = pivot_tolerance(A)
+    for j in range(n):
+        djj = A[j, j]
+        for k in range(j):
+            ljk = A[j, k]
+            djj -= ljk * ljk * A[k, k]
+        if not djj > tol:
+            A[j, j] = djj
+            return FACTOR_NOT_POSITIVE if djj < -tol else FACTOR_TINY_PIVOT
+        A[j, j] = djj
+        for i in range(j + 1, n):
+            s = A[i, j]
+            for k in range(j):
+                s -= A[i, k] * A[j, k] * A[k, k]
+            A[i, j] = s / djj
+    return FACTOR_OK
+
+
+@kernel
+def ldl_solve(LD, b, out):
+    """Solve ``A out = b`` given ``LD`` from :func:`ldl_factor`; ``out`` may be ``b``."""
+    n = LD.shape[0]
+    for i in range(n):  # L z = b
+        s = b[i]
+        for k in range(i):
+            s -= LD[i, k] * out[k]
+        out[i] = s
+    for i in range(n):  # D w = z
+        out[i] = out[i] / LD[i, i]
+    for i in range(n - 1, -1, -1):  # L^T out = w
+        s = out[i]
+        for k in range(i + 1, n):
+            s -= LD[k, i] * out[k]
+        out[i] = s
+
+
+@kernel
+def lu_solve(A, b, out):
+    """Solve ``A out = b`` by Gaussian elimination with partial pivoting; False if singular.
+
+    ``A`` is overwritten; ``out`` receives the solution (it may be ``b``). A pivot
+    of magnitude at most ``n * eps * max|A|`` counts as zero.
+    """
+    n = A.shape[0]
+    scale = 0.0
+    for i in range(n):
+        out[i] = b[i]
+        for j in range(n):
+            a = abs(A[i, j])
+            if a > scale:
+                scale = a
+    tol = n * EPS * scale
+    for k in range(n):
+        p = k
+        big = abs(A[k, k])
+        for i in range(k + 1, n):
+            a = abs(A[i, k])
+            if a > big:
+                big = a
+                p = i
+        if not big > tol:
+            return False
+        if p != k:
+            for j in range(k, n):
+                t = A[k, j]
+                A[k, j] = A[p, j]
+                A[p, j] = t
+            t = out[k]
+            out[k] = out[p]
+            out[p] = t
+        for i in range(k + 1, n):
+            m = A[i, k] / A[k, k]
+            if m != 0.0:
+                for j in range(k + 1, n):
+                    A[i, j] -= m * A[k, j]
+                out[i] -= m * out[k]
+    for i in range(n - 1, -1, -1):
+        s = out[i]
+        for j in range(i + 1, n):
+            s -= A[i, j] * out[j]
+        out[i] = s / A[i, i]
+    return True
+
+
+@kernel
+def lbfgs_two_loop(q, S, Y, rho, alpha, newest, count, gamma):
+    r"""The L-BFGS two-loop recursion: :math:`q \leftarrow H_k q` in place.
+
+    ``S`` and ``Y`` (m, d) hold the last ``count`` pairs :math:`s_i = x_{i+1} - x_i`,
+    :math:`y_i = g_{i+1} - g_i` in a ring buffer whose newest pair is row ``newest``;
+    ``rho[i] = 1 / (y_i^T s_i)``; ``alpha`` (m,) is work space. :math:`H_k` is the
+    L-BFGS inverse-Hessian approximation with :math:`H_k^0 = \gamma I` (Nocedal &
+    Wright, Algorithm 7.4).
+    """
+    m = S.shape[0]
+    d = q.size
+    i = newest
+    for _ in range(count):
+        a = 0.0
+        for j in range(d):
+            a += S[i, j] * q[j]
+        a *= rho[i]
+        alpha[i] = a
+        for j in range(d):
+            q[j] -= a * Y[i, j]
+        i = i - 1 if i > 0 else m - 1
+    for j in range(d):
+        q[j] *= gamma
+    for _ in range(count):
+        i = i + 1 if i < m - 1 else 0
+        b = 0.0
+        for j in range(d):
+            b += Y[i, j] * q[j]
+        c = alpha[i] - rho[i] * b
+        for j in range(d):
+            q[j] += c * S[i, j]
+
+
+@kernel
+def bfgs_inverse_update(H, s, y, work):
+    r"""The BFGS update of an inverse Hessian, in place; return False (no update) if s'y <= 0.
+
+    .. math::
+
+        H \leftarrow (I - \rho s y^T) H (I - \rho y s^T) + \rho s s^T, \qquad
+        \rho = 1 / (y^T s),
+
+    computed as :math:`H - \rho (u s^T + s u^T) + (\rho^2 y^T u + \rho) s s^T` with
+    :math:`u = H y` (``work``), which assumes ``H`` symmetric.
+    """
+    d = s.size
+    sy = 0.0
+    for i in range(d):
+        sy += s[i] * y[i]
+    if not sy > 0.0:
+        return False
+    rho = 1.0 / sy
+    yu = 0.0
+    for i in range(d):
+        u = 0.0
+        for j in range(d):
+            u += H[i, j] * y[j]
+        work[i] = u
+        yu += y[i] * u
+    c = rho * rho * yu + rho
+    for i in range(d):
+        for j in range(d):
+            H[i, j] += c * s[i] * s[j] - rho * (work[i] * s[j] + s[i] * work[j])
+    return True
