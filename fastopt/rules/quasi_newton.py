@@ -1,0 +1,332 @@
+r"""BFGS, L-BFGS and gradient descent with a line search.
+
+Each iteration picks a descent direction :math:`p_k`, finds a step
+:math:`\alpha_k` by a line search (``options["line_search"]``: ``"strong-wolfe"``,
+the default, or ``"armijo"``; see :mod:`fastopt.linesearch`) and moves to
+:math:`x_{k+1} = x_k + \alpha_k p_k`. With :math:`s_k = x_{k+1} - x_k`,
+:math:`y_k = g_{k+1} - g_k`:
+
+``"bfgs"`` (scipy ``minimize(method="BFGS")``)
+    :math:`p_k = -H_k g_k` with the inverse-Hessian approximation
+    :math:`H_0 = I` and
+
+    .. math::
+
+        H_{k+1} = (I - \rho_k s_k y_k^T) H_k (I - \rho_k y_k s_k^T) + \rho_k s_k s_k^T,
+        \qquad \rho_k = 1 / y_k^T s_k,
+
+    skipped when :math:`y_k^T s_k \le 0`. As scipy: no scaling of :math:`H_0`, a
+    first trial step :math:`\min(1, 2.02 (f_k - f_{k-1}) / g_k^T p_k)` (``1.01 /
+    ||g_0||`` on the first iteration), the Moré--Thuente search with
+    ``c1 = 1e-4``, ``c2 = 0.9``, ``xtol = 1e-14`` and at most 100 evaluations. O(d²)
+    memory and work per iteration.
+
+``"lbfgs"`` (scipy ``minimize(method="L-BFGS-B")`` without bounds)
+    :math:`p_k = -H_k g_k` by the two-loop recursion over the last ``m`` pairs
+    (default 10) with :math:`H_k^0 = \gamma_k I`,
+    :math:`\gamma_k = s_{k-1}^T y_{k-1} / y_{k-1}^T y_{k-1}`; a pair is kept only
+    if :math:`s^T y > \epsilon_{mach} (-\alpha g_k^T p_k)`. As L-BFGS-B: first trial
+    step ``1 / ||p_0||`` then 1, Moré--Thuente with ``xtol = 0.1`` and at most 20
+    evaluations. O(m d) memory and work per iteration.
+
+``"gd"`` with ``options["line_search"]``
+    :math:`p_k = -g_k`; the first trial step of every search is ``lr`` (default 1).
+
+A search that fails (no acceptable step) restarts once from steepest descent
+with the memory cleared (as L-BFGS-B does); if that fails too the start stops
+with status 2 (``LINE_SEARCH_FAILED``, scipy's "precision loss" message) at its
+last point. A direction that is not a descent direction (rounding) also clears
+the memory. Hyperparameters ``c1`` and ``c2`` (``0 < c1 < c2 < 1``) may be set per
+start; L-BFGS-B itself uses ``c1 = 1e-3``.
+
+optax: ``optax.lbfgs(memory_size=m)`` (with its zoom line search);
+``optax.scale_by_lbfgs`` for the direction alone.
+"""
+
+import numpy as np
+
+from .. import status as st
+from .._jit import driver, kernel
+from .._layout import FD_STEP, LINE_SEARCH, STATUS, STEP
+from ..linalg import bfgs_inverse_update, dot, lbfgs_two_loop
+from ..linesearch import line_search
+from ._spec import Rule, check_range
+
+EPS = float(np.finfo(np.float64).eps)
+
+# scipy's BFGS (line_search_wolfe1 -> MINPACK dcsrch)
+BFGS_XTOL, BFGS_STPMIN, BFGS_STPMAX, BFGS_MAXFEV = 1e-14, 1e-100, 1e100, 100
+# L-BFGS-B's lnsrlb
+LBFGS_XTOL, LBFGS_STPMIN, LBFGS_STPMAX, LBFGS_MAXFEV = 0.1, 0.0, 1e10, 20
+
+
+@kernel
+def _set_identity(H):
+    n = H.shape[0]
+    for i in range(n):
+        for j in range(n):
+            H[i, j] = 0.0
+        H[i, i] = 1.0
+
+
+@kernel
+def _bfgs_initial_step(f, f_old, dphi0):
+    """scipy's first trial: ``min(1, 1.01 * 2 (f - f_old) / phi'(0))``, or 1 if not positive."""
+    alpha = min(1.0, 1.01 * 2.0 * (f - f_old) / dphi0)
+    return alpha if alpha > 0.0 else 1.0
+
+
+# ---------------------------------------------------------------------------------
+# BFGS. state rows: [0, d) inverse Hessian H; d: direction p; d+1: x_k; d+2: g_k, then
+# y_k; d+3: work (H y); then the scalar area (flat): [f_{k-1}, updates since the reset].
+def _bfgs_n_state(d, values):
+    return d + 4 + -(-2 // d)
+
+
+@driver
+def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
+    """One BFGS iteration (see the module docstring); callable from ``@njit`` code."""
+    d = x.size
+    H = state[0:d]
+    p = state[d]
+    xk = state[d + 1]
+    gk = state[d + 2]
+    work = state[d + 3]
+    scalars = state[d + 4:].reshape(-1)
+    c1 = hyper[0]
+    c2 = hyper[1]
+    kind = int(controls[LINE_SEARCH])
+    fd_step = controls[FD_STEP]
+    if counters[STEP] == 0:
+        _set_identity(H)
+        scalars[0] = f + np.sqrt(dot(g, g)) / 2.0  # scipy: the first trial step is ~1/||g||
+        scalars[1] = 0.0
+    n_updates = scalars[1]
+    for i in range(d):
+        xk[i] = x[i]
+        gk[i] = g[i]
+    ok = False
+    f_new = f
+    alpha = 0.0
+    for attempt in range(2):
+        for i in range(d):
+            s = 0.0
+            for j in range(d):
+                s -= H[i, j] * gk[j]
+            p[i] = s
+        dphi0 = dot(gk, p)
+        if not dphi0 < 0.0 or attempt == 1:  # not a descent direction, or a restart
+            if attempt == 1 and n_updates == 0.0:
+                break  # steepest descent has failed already
+            _set_identity(H)
+            n_updates = 0.0
+            for i in range(d):
+                p[i] = -gk[i]
+            dphi0 = dot(gk, p)
+            scalars[0] = f + np.sqrt(-dphi0) / 2.0
+        alpha = _bfgs_initial_step(f, scalars[0], dphi0)
+        f_new, alpha, ok = line_search(kind, fg, args, fd_step, counters, x, g, xk, p, f, dphi0,
+                                       alpha, c1, c2, BFGS_XTOL, BFGS_STPMIN, BFGS_STPMAX,
+                                       BFGS_MAXFEV)
+        if ok:
+            break
+    if not ok:
+        for i in range(d):
+            x[i] = xk[i]
+            g[i] = gk[i]
+        counters[STATUS] = st.LINE_SEARCH_FAILED if f_new - f_new == 0.0 else st.DIVERGED
+        return f
+    counters[STEP] += 1
+    for i in range(d):
+        p[i] = alpha * p[i]  # s_k
+        gk[i] = g[i] - gk[i]  # y_k
+    if bfgs_inverse_update(H, p, gk, work):
+        n_updates += 1.0
+    scalars[0] = f
+    scalars[1] = n_updates
+    return f_new
+
+
+# ---------------------------------------------------------------------------------
+# L-BFGS. state rows: [0, m) s pairs; [m, 2m) y pairs; 2m: direction p; 2m+1: x_k;
+# 2m+2: g_k; then the scalar area (flat): rho (m), alpha (m), [newest, count].
+def _lbfgs_scalar_rows(d, m):
+    return -(-(2 * m + 2) // d)
+
+
+def _lbfgs_n_state(d, values):
+    m = int(values["m"])
+    return 2 * m + 3 + _lbfgs_scalar_rows(d, m)
+
+
+@driver
+def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
+    """One L-BFGS iteration (see the module docstring); callable from ``@njit`` code."""
+    d = x.size
+    m = int(hyper[0])
+    c1 = hyper[1]
+    c2 = hyper[2]
+    S = state[0:m]
+    Y = state[m:2 * m]
+    p = state[2 * m]
+    xk = state[2 * m + 1]
+    gk = state[2 * m + 2]
+    flat = state[2 * m + 3:].reshape(-1)
+    rho = flat[0:m]
+    alpha_work = flat[m:2 * m]
+    kind = int(controls[LINE_SEARCH])
+    fd_step = controls[FD_STEP]
+    newest = int(flat[2 * m])
+    count = int(flat[2 * m + 1])
+    if counters[STEP] == 0:
+        newest = m - 1
+        count = 0
+    for i in range(d):
+        xk[i] = x[i]
+        gk[i] = g[i]
+    ok = False
+    f_new = f
+    alpha = 0.0
+    dphi0 = 0.0
+    for attempt in range(2):
+        if attempt == 1:
+            if count == 0:
+                break  # steepest descent has failed already
+            count = 0  # restart from steepest descent with an empty memory
+        for i in range(d):
+            p[i] = -gk[i]
+        if count > 0:
+            j = newest
+            gamma = dot(S[j], Y[j]) / dot(Y[j], Y[j])
+            lbfgs_two_loop(p, S, Y, rho, alpha_work, newest, count, gamma)
+        dphi0 = dot(gk, p)
+        if not dphi0 < 0.0 and count > 0:
+            count = 0
+            for i in range(d):
+                p[i] = -gk[i]
+            dphi0 = dot(gk, p)
+        if count == 0:
+            alpha = min(1.0 / np.sqrt(dot(p, p)), LBFGS_STPMAX)
+        else:
+            alpha = 1.0
+        f_new, alpha, ok = line_search(kind, fg, args, fd_step, counters, x, g, xk, p, f, dphi0,
+                                       alpha, c1, c2, LBFGS_XTOL, LBFGS_STPMIN, LBFGS_STPMAX,
+                                       LBFGS_MAXFEV)
+        if ok:
+            break
+    if not ok:
+        for i in range(d):
+            x[i] = xk[i]
+            g[i] = gk[i]
+        flat[2 * m] = newest
+        flat[2 * m + 1] = count
+        counters[STATUS] = st.LINE_SEARCH_FAILED if f_new - f_new == 0.0 else st.DIVERGED
+        return f
+    counters[STEP] += 1
+    # The new pair goes to the next row of the ring (its rows are only written here).
+    j = newest + 1 if newest < m - 1 else 0
+    sj = S[j]
+    yj = Y[j]
+    for i in range(d):
+        sj[i] = alpha * p[i]
+        yj[i] = g[i] - gk[i]
+    sy = dot(sj, yj)
+    if sy > EPS * (-alpha * dphi0):
+        rho[j] = 1.0 / sy
+        newest = j
+        if count < m:
+            count += 1
+    elif count == m:
+        # The skipped pair overwrote the oldest one: drop it from the memory.
+        count -= 1
+    flat[2 * m] = newest
+    flat[2 * m + 1] = count
+    return f_new
+
+
+# ---------------------------------------------------------------------------------
+# Gradient descent with a line search. state rows: 0: x_k; 1: g_k; 2: direction p.
+@driver
+def gd_line_search_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
+    """One steepest-descent iteration with a line search from the trial step ``lr``."""
+    d = x.size
+    xk = state[0]
+    gk = state[1]
+    p = state[2]
+    for i in range(d):
+        xk[i] = x[i]
+        gk[i] = g[i]
+        p[i] = -g[i]
+    dphi0 = -dot(g, g)
+    kind = int(controls[LINE_SEARCH])
+    f_new, alpha, ok = line_search(kind, fg, args, controls[FD_STEP], counters, x, g, xk, p, f,
+                                   dphi0, hyper[0], hyper[1], hyper[2], BFGS_XTOL, BFGS_STPMIN,
+                                   BFGS_STPMAX, BFGS_MAXFEV)
+    if not ok:
+        for i in range(d):
+            x[i] = xk[i]
+            g[i] = gk[i]
+        counters[STATUS] = st.LINE_SEARCH_FAILED if f_new - f_new == 0.0 else st.DIVERGED
+        return f
+    counters[STEP] += 1
+    return f_new
+
+
+# ---------------------------------------------------------------------------------
+def _check_wolfe_constants(v):
+    c1 = np.asarray(v["c1"])
+    c2 = np.asarray(v["c2"])
+    if not np.all((c1 > 0) & (c1 < c2) & (c2 < 1)):
+        raise ValueError(f"Invalid c1={v['c1']!r}, c2={v['c2']!r}: 'c1' and 'c2' do not satisfy "
+                         "'0 < c1 < c2 < 1'")
+
+
+def _validate_lbfgs(v):
+    m = v["m"]
+    if not (m >= 1 and m == np.round(m) and m <= 1000):
+        raise ValueError(f"Invalid m: {float(m)!r}; expected an integer history size in [1, 1000]")
+    _check_wolfe_constants(v)
+
+
+def _validate_gd(v):
+    check_range("learning rate lr (the first trial step)", v["lr"], 0.0, low_inclusive=False)
+    _check_wolfe_constants(v)
+
+
+_WOLFE_DEFAULTS = {"c1": 1e-4, "c2": 0.9}
+
+BFGS_RULE = Rule(
+    name="bfgs",
+    hyperparameters=("c1", "c2"),
+    defaults=dict(_WOLFE_DEFAULTS),
+    validate=_check_wolfe_constants,
+    n_state=_bfgs_n_state,
+    advance=bfgs_advance,
+    has_lr=False,
+    uses_line_search=True,
+    default_line_search="strong-wolfe",
+)
+
+LBFGS_RULE = Rule(
+    name="lbfgs",
+    hyperparameters=("m", "c1", "c2"),
+    defaults={"m": 10, **_WOLFE_DEFAULTS},
+    validate=_validate_lbfgs,
+    n_state=_lbfgs_n_state,
+    advance=lbfgs_advance,
+    has_lr=False,
+    scalar_only=("m",),
+    uses_line_search=True,
+    default_line_search="strong-wolfe",
+)
+
+GD_LINE_SEARCH_RULE = Rule(
+    name="gd-line-search",
+    hyperparameters=("lr", "c1", "c2"),
+    defaults={"lr": 1.0, **_WOLFE_DEFAULTS},
+    validate=_validate_gd,
+    n_state=lambda d, v: 3,
+    advance=gd_line_search_advance,
+    uses_line_search=True,
+    default_line_search="strong-wolfe",
+)
