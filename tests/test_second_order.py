@@ -1,0 +1,616 @@
+"""Second-order and quasi-Newton rules (issue #3): Newton, damped Newton, BFGS, L-BFGS.
+
+Numba compiles the loop once per (rule, objective), so every test here uses ONE
+objective, ``suite_fun`` / ``suite_grad`` / ``suite_hess``, whose extra argument
+``k`` picks the function (``args=(k,)``): one compile per rule covers them all.
+BFGS and L-BFGS are run without ``hess`` (passing one would build a second
+objective and a second compile).
+"""
+
+import warnings
+
+import numba
+import numpy as np
+import pytest
+import scipy.optimize as so
+from scipy.optimize._dcsrch import DCSRCH
+
+import fastopt
+from fastopt import Status
+from fastopt import linalg as la
+from fastopt import linesearch as ls
+from fastopt import status as st
+from fastopt.functions import (
+    beale,
+    beale_fun,
+    beale_grad,
+    beale_hess,
+    himmelblau,
+    himmelblau_fun,
+    himmelblau_grad,
+    himmelblau_hess,
+    rosenbrock,
+    rosenbrock_fun,
+    rosenbrock_grad,
+    rosenbrock_hess,
+    styblinski_tang,
+    styblinski_tang_fun,
+    styblinski_tang_grad,
+    styblinski_tang_hess,
+    wavy,
+    wavy_fun,
+    wavy_grad,
+    wavy_hess,
+)
+
+ROSENBROCK, HIMMELBLAU, BEALE, STYBLINSKI_TANG, WAVY, SADDLE, SINGULAR, LOG = range(8)
+
+
+@numba.njit
+def suite_fun(x, k):
+    if k == ROSENBROCK:
+        return rosenbrock_fun(x)
+    if k == HIMMELBLAU:
+        return himmelblau_fun(x)
+    if k == BEALE:
+        return beale_fun(x)
+    if k == STYBLINSKI_TANG:
+        return styblinski_tang_fun(x)
+    if k == WAVY:
+        return wavy_fun(x)
+    if k == SADDLE:  # x^2 - y^2 + y^4/4: a saddle at 0, minima -1 at (0, +-sqrt 2)
+        return x[0] ** 2 - x[1] ** 2 + x[1] ** 4 / 4.0
+    if k == SINGULAR:  # the Hessian [[2, 2], [2, 2]] everywhere
+        return (x[0] + x[1]) ** 2
+    return x[0] - np.log(x[0])  # LOG: NaN for x < 0, minimum 1 at 1
+
+
+@numba.njit
+def suite_grad(x, k):
+    if k == ROSENBROCK:
+        return rosenbrock_grad(x)
+    if k == HIMMELBLAU:
+        return himmelblau_grad(x)
+    if k == BEALE:
+        return beale_grad(x)
+    if k == STYBLINSKI_TANG:
+        return styblinski_tang_grad(x)
+    if k == WAVY:
+        return wavy_grad(x)
+    if k == SADDLE:
+        return np.array([2.0 * x[0], -2.0 * x[1] + x[1] ** 3])
+    if k == SINGULAR:
+        s = 2.0 * (x[0] + x[1])
+        return np.array([s, s])
+    return np.array([1.0 - 1.0 / x[0]])
+
+
+@numba.njit
+def suite_hess(x, k):
+    if k == ROSENBROCK:
+        return rosenbrock_hess(x)
+    if k == HIMMELBLAU:
+        return himmelblau_hess(x)
+    if k == BEALE:
+        return beale_hess(x)
+    if k == STYBLINSKI_TANG:
+        return styblinski_tang_hess(x)
+    if k == WAVY:
+        return wavy_hess(x)
+    if k == SADDLE:
+        return np.array([[2.0, 0.0], [0.0, -2.0 + 3.0 * x[1] ** 2]])
+    if k == SINGULAR:
+        return np.array([[2.0, 2.0], [2.0, 2.0]])
+    return np.array([[1.0 / x[0] ** 2]])
+
+
+PY_FUNCTIONS = {ROSENBROCK: rosenbrock, HIMMELBLAU: himmelblau, BEALE: beale,
+                STYBLINSKI_TANG: styblinski_tang}
+
+
+def run(method, x0, k, **kwargs):
+    """fastopt.minimize on suite function ``k`` (with ``hess`` for the Newton rules)."""
+    if method in ("newton", "damped-newton"):
+        kwargs.setdefault("hess", suite_hess)
+    return fastopt.minimize(suite_fun, np.asarray(x0, dtype=float), args=(k,), jac=suite_grad,
+                            method=method, **kwargs)
+
+
+def run_batch(method, X0, k, **kwargs):
+    if method in ("newton", "damped-newton"):
+        kwargs.setdefault("hess", suite_hess)
+    return fastopt.minimize_batch(suite_fun, np.asarray(X0, dtype=float), args=(k,),
+                                  jac=suite_grad, method=method, **kwargs)
+
+
+# --- kernels against plain NumPy references ------------------------------------------
+def naive_ldl(A):
+    """LDL^T of a symmetric positive definite A, textbook loops: (L, D)."""
+    n = A.shape[0]
+    L = np.eye(n)
+    D = np.zeros(n)
+    for j in range(n):
+        D[j] = A[j, j] - np.sum(L[j, :j] ** 2 * D[:j])
+        for i in range(j + 1, n):
+            L[i, j] = (A[i, j] - np.sum(L[i, :j] * L[j, :j] * D[:j])) / D[j]
+    return L, D
+
+
+def naive_lbfgs_matrix(S, Y, gamma):
+    """The L-BFGS inverse Hessian as a dense matrix: BFGS updates of gamma*I, oldest first."""
+    d = S.shape[1]
+    H = gamma * np.eye(d)
+    for s, y in zip(S, Y, strict=True):
+        rho = 1.0 / (y @ s)
+        V = np.eye(d) - rho * np.outer(y, s)
+        H = V.T @ H @ V + rho * np.outer(s, s)
+    return H
+
+
+@pytest.mark.parametrize("d", [1, 2, 5, 17])
+def test_ldl_factor_and_solve_match_numpy(d):
+    rng = np.random.default_rng(d)
+    B = rng.standard_normal((d, d))
+    A = B @ B.T + 0.1 * np.eye(d)
+    b = rng.standard_normal(d)
+    LD = A.copy()
+    assert la.ldl_factor(LD) == la.FACTOR_OK
+    L, D = naive_ldl(A)
+    np.testing.assert_allclose(np.tril(LD, -1) + np.eye(d), L, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.diag(LD), D, rtol=1e-10)
+    np.testing.assert_array_equal(np.triu(LD, 1), np.triu(A, 1))  # upper triangle untouched
+    x = np.empty(d)
+    la.ldl_solve(LD, b, x)
+    np.testing.assert_allclose(x, np.linalg.solve(A, b), rtol=1e-9, atol=1e-12)
+    la.ldl_solve(LD, b, b)  # in place
+    np.testing.assert_array_equal(b, x)
+
+
+def test_ldl_one_by_one_is_a_division():
+    for a, g in [(3.0, 0.7), (0.1 + 2.3, -1e-3), (7e-3, 5.0)]:
+        LD = np.array([[a]])
+        p = np.empty(1)
+        assert la.ldl_factor(LD) == la.FACTOR_OK
+        la.ldl_solve(LD, np.array([g]), p)
+        assert p[0] == g / a
+
+
+def test_ldl_rejects_indefinite_singular_and_nan():
+    assert la.ldl_factor(np.array([[2.0, 0.0], [0.0, -1.0]])) == la.FACTOR_NOT_POSITIVE
+    assert la.ldl_factor(np.array([[1.0, 1.0], [1.0, 1.0]])) == la.FACTOR_TINY_PIVOT
+    assert la.ldl_factor(np.zeros((3, 3))) == la.FACTOR_TINY_PIVOT
+    A = np.eye(3)
+    A[1, 1] = np.nan
+    assert la.ldl_factor(A) != la.FACTOR_OK
+    A = np.eye(3)
+    A[2, 0] = np.inf
+    assert la.ldl_factor(A) != la.FACTOR_OK
+
+
+@pytest.mark.parametrize("d", [1, 3, 8])
+def test_lu_solve_matches_numpy_on_indefinite_systems(d):
+    rng = np.random.default_rng(10 + d)
+    B = rng.standard_normal((d, d))
+    A = B + B.T
+    b = rng.standard_normal(d)
+    x = np.empty(d)
+    assert la.lu_solve(A.copy(), b, x)
+    np.testing.assert_allclose(x, np.linalg.solve(A, b), rtol=1e-8, atol=1e-10)
+    assert not la.lu_solve(np.ones((3, 3)), np.ones(3), np.empty(3))
+    A = np.eye(2)
+    A[0, 0] = np.nan
+    assert not la.lu_solve(A, np.ones(2), np.empty(2))
+
+
+@pytest.mark.parametrize(("d", "m", "count", "newest"), [(1, 3, 3, 0), (4, 5, 3, 4), (6, 4, 4, 2),
+                                                          (10, 10, 10, 7), (3, 2, 0, 1)])
+def test_two_loop_recursion_matches_dense_bfgs_matrix(d, m, count, newest):
+    rng = np.random.default_rng(d * 100 + m)
+    S = rng.standard_normal((m, d))
+    Y = S + 0.3 * rng.standard_normal((m, d))
+    Y[np.einsum("ij,ij->i", S, Y) <= 0] *= -1.0  # curvature condition s'y > 0
+    rho = 1.0 / np.einsum("ij,ij->i", S, Y)
+    gamma = 0.7
+    q = rng.standard_normal(d)
+    out = q.copy()
+    la.lbfgs_two_loop(out, S, Y, rho, np.empty(m), newest, count, gamma)
+    order = [(newest - count + 1 + i) % m for i in range(count)]  # oldest to newest
+    expected = naive_lbfgs_matrix(S[order], Y[order], gamma) @ q
+    np.testing.assert_allclose(out, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_bfgs_inverse_update_matches_formula():
+    rng = np.random.default_rng(3)
+    d = 6
+    B = rng.standard_normal((d, d))
+    H = B @ B.T + np.eye(d)
+    s = rng.standard_normal(d)
+    y = s + 0.2 * rng.standard_normal(d)
+    rho = 1.0 / (y @ s)
+    V = np.eye(d) - rho * np.outer(y, s)
+    expected = V.T @ H @ V + rho * np.outer(s, s)
+    Hk = H.copy()
+    assert la.bfgs_inverse_update(Hk, s, y, np.empty(d))
+    np.testing.assert_allclose(Hk, expected, rtol=1e-10, atol=1e-12)
+    assert not la.bfgs_inverse_update(Hk, s, -y, np.empty(d))  # s'y < 0: no update
+
+
+# --- line searches -----------------------------------------------------------------
+def _ray(fun, grad, x0, p):
+    """``fg`` along a ray for the searches' plain-Python path, and scipy's phi / phi'."""
+    def fg(x, g, args, fd_step, counters):
+        g[:] = grad(x)
+        counters[1] += 1
+        return fun(x)
+
+    def phi(a):
+        return fun(x0 + a * p)
+
+    def dphi(a):
+        return grad(x0 + a * p) @ p
+
+    return fg, phi, dphi
+
+
+@pytest.mark.parametrize(("func", "x0", "stp"), [
+    (rosenbrock, [-1.2, 1.0], 1.0), (rosenbrock, [-1.2, 1.0], 1e-3), (rosenbrock, [0.3, 2.0], 0.5),
+    (himmelblau, [0.0, 0.0], 1.0), (beale, [1.0, 1.0], 0.2), (styblinski_tang, [0.5, 0.5], 2.0),
+])
+def test_wolfe_search_matches_scipy_dcsrch(func, x0, stp):
+    x0 = np.array(x0)
+    p = -func.grad(x0)
+    fg, phi, dphi = _ray(func.fun, func.grad, x0, p)
+    f0, dphi0 = phi(0.0), dphi(0.0)
+    counters = np.zeros(6, dtype=np.int64)
+    x, g = np.empty(2), np.empty(2)
+    f, alpha, ok = ls.wolfe_search(fg, (), 0.0, counters, x, g, x0, p, f0, dphi0, stp, 1e-4, 0.9,
+                                   1e-14, 1e-100, 1e100, 100)
+    expected, phi1, _, task = DCSRCH(phi, dphi, 1e-4, 0.9, 1e-14, 1e-100, 1e100)(
+        stp, phi0=f0, derphi0=dphi0, maxiter=100)
+    assert ok and task.startswith(b"CONV")
+    assert alpha == expected and f == phi1
+    np.testing.assert_array_equal(x, x0 + alpha * p)
+    assert f <= f0 + 1e-4 * alpha * dphi0 and abs(g @ p) <= 0.9 * abs(dphi0)
+
+
+def test_armijo_search_gives_sufficient_decrease_and_backtracks():
+    x0 = np.array([-1.2, 1.0])
+    p = -rosenbrock.grad(x0)
+    fg, phi, dphi = _ray(rosenbrock.fun, rosenbrock.grad, x0, p)
+    f0, dphi0 = phi(0.0), dphi(0.0)
+    counters = np.zeros(6, dtype=np.int64)
+    x, g = np.empty(2), np.empty(2)
+    f, alpha, ok = ls.armijo_search(fg, (), 0.0, counters, x, g, x0, p, f0, dphi0, 1.0, 1e-4, 50)
+    assert ok and 0 < alpha < 1 and counters[1] > 1
+    assert f == phi(alpha) and f <= f0 + 1e-4 * alpha * dphi0
+    # interpolation step: inside [0.1, 0.5] of the last trial, NaN value -> halve
+    assert ls.armijo_trial_step(1.0, 0.0, -1.0, 1.0, 0.0, 0.0) == 0.25  # quadratic minimizer
+    assert ls.armijo_trial_step(1.0, 0.0, -1.0, 10.0, 0.0, 0.0) == 0.1  # 1/22, kept >= 0.1
+    assert ls.armijo_trial_step(1.0, 0.0, -1.0, np.nan, 0.0, 0.0) == 0.5
+
+
+def test_wolfe_search_steps_back_from_overflow():
+    # f = exp(x) - 2x overflows far out; the first trial step lands there.
+    def fun(x):
+        with np.errstate(over="ignore"):
+            return float(np.exp(x[0]) - 2.0 * x[0])
+
+    def grad(x):
+        with np.errstate(over="ignore"):
+            return np.array([np.exp(x[0]) - 2.0])
+
+    x0 = np.array([0.0])
+    p = np.array([1.0])
+    fg, phi, dphi = _ray(fun, grad, x0, p)
+    x, g = np.empty(1), np.empty(1)
+    f, alpha, ok = ls.wolfe_search(fg, (), 0.0, np.zeros(6, dtype=np.int64), x, g, x0, p, phi(0.0),
+                                   dphi(0.0), 1e4, 1e-4, 0.9, 1e-14, 1e-100, 1e100, 100)
+    assert ok and np.isfinite(f) and abs(alpha - np.log(2.0)) < 0.5
+
+
+# --- agreement with scipy ----------------------------------------------------------
+SCIPY_CASES = [
+    (ROSENBROCK, [-1.2, 1.0]),
+    (ROSENBROCK, [-1.2, 1.0, -1.2, 1.0, -1.2]),
+    (ROSENBROCK, [-1.2, 1.0] * 5),
+    (ROSENBROCK, [0.5, -0.3, 1.7, 0.1, -1.0, 0.9, 1.3, -0.6, 0.2, 1.1]),
+    (HIMMELBLAU, [0.0, 0.0]),
+    (HIMMELBLAU, [-1.0, -1.0]),
+    (HIMMELBLAU, [4.0, -4.0]),
+    (BEALE, [1.0, 1.0]),
+    (BEALE, [2.0, 0.2]),
+    (STYBLINSKI_TANG, [0.5, 0.5]),
+    (STYBLINSKI_TANG, [-1.0, 2.0, 0.3, 4.0, -3.0]),
+]
+
+
+@pytest.mark.parametrize(("method", "scipy_method"), [("bfgs", "BFGS"), ("lbfgs", "L-BFGS-B")])
+@pytest.mark.parametrize(("k", "x0"), SCIPY_CASES)
+def test_quasi_newton_matches_scipy(method, scipy_method, k, x0):
+    func = PY_FUNCTIONS[k]
+    res = run(method, x0, k)
+    ref = so.minimize(func.fun, np.array(x0), jac=func.grad, method=scipy_method,
+                      options={"gtol": 1e-5})
+    assert res.success and res.status == Status.GTOL, res.message
+    assert np.max(np.abs(res.jac)) <= 1e-5
+    np.testing.assert_allclose(res.x, ref.x, atol=2e-4)
+    assert abs(res.fun - ref.fun) <= 1e-7 * max(1.0, abs(ref.fun))
+    assert abs(res.nit - ref.nit) <= max(3, 0.15 * ref.nit), (res.nit, ref.nit)
+    if method == "bfgs":
+        # The same algorithm as scipy's, line search included: the same iterations.
+        assert res.nit == ref.nit and res.nfev == ref.nfev
+
+
+@pytest.mark.parametrize("method", ["bfgs", "lbfgs"])
+def test_armijo_line_search_option(method):
+    res = run(method, [-1.2, 1.0], ROSENBROCK, options={"line_search": "armijo"})
+    assert res.success, res.message
+    np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-4)
+
+
+@pytest.mark.parametrize("line_search", ["strong-wolfe", "armijo"])
+def test_gradient_descent_with_line_search(line_search):
+    values = []
+    res = run("gd", [0.0, 0.0], HIMMELBLAU, options={"line_search": line_search},
+              callback=lambda intermediate_result: values.append(intermediate_result.fun))
+    assert res.success, res.message
+    np.testing.assert_allclose(res.x, [3.0, 2.0], atol=1e-5)
+    assert np.all(np.diff(values) <= 0.0)  # no step increases f
+
+
+def test_lbfgs_history_size_option():
+    x0 = [-1.2, 1.0] * 5
+    results = {m: run("lbfgs", x0, ROSENBROCK, options={"m": m}) for m in (1, 3, 10, 30)}
+    for res in results.values():
+        assert res.success
+        np.testing.assert_allclose(res.x, np.ones(10), atol=1e-4)
+    assert results[1].nit > results[10].nit
+
+
+# --- Newton --------------------------------------------------------------------------
+def test_newton_converges_quadratically():
+    for x0 in ([0.8, 0.6], [1.3, 1.6], [-1.2, 1.0]):
+        xs = [np.array(x0)]
+        res = run("newton", x0, ROSENBROCK, options={"gtol": 1e-12},
+                  callback=lambda x, xs=xs: xs.append(x.copy()))
+        assert res.success and res.nhev == res.nit
+        err = np.array([np.linalg.norm(x - 1.0) for x in xs])
+        close = [k for k in range(len(err) - 1) if 1e-7 < err[k] < 0.1]
+        assert len(close) >= 2
+        for k in close:
+            assert err[k + 1] <= 50.0 * err[k] ** 2, (x0, err)
+
+
+def test_newton_in_one_dimension_is_x_minus_g_over_h():
+    x0 = -0.5
+    res = run("newton", [x0], WAVY, options={"maxiter": 1, "gtol": 0.0})
+    x = np.array([x0])
+    expected = x0 - wavy.grad(x)[0] / wavy.hess(x)[0, 0]
+    assert res.x[0] == expected
+
+
+def _seed_regularized_newton(alpha, x, maxiter, gtol):
+    """The seeds' loop, transcribed: x <- x - g / (h + alpha) until |g| <= gtol.
+
+    (The Hessian must be positive when alpha == 0; a zero h + alpha has no step.)
+    """
+    for k in range(maxiter):
+        g = wavy.grad(np.array([x]))[0]
+        if abs(g) <= gtol:
+            return x, k, Status.GTOL
+        h = wavy.hess(np.array([x]))[0, 0]
+        if h + alpha == 0.0:
+            return x, k, Status.SINGULAR
+        if alpha == 0.0 and h < 0.0:
+            return x, k, Status.NOT_POSITIVE_DEFINITE
+        x_new = x - g / (h + alpha)
+        if not (np.isfinite(x_new) and np.isfinite(wavy.fun(np.array([x_new])))):
+            return x, k, Status.DIVERGED
+        x = x_new
+    return x, maxiter, Status.MAXITER
+
+
+def test_seed_regularized_newton_sweep_on_wavy_is_one_batch_call():
+    alphas = np.concatenate([[0.0], np.geomspace(0.05, 200.0, 30)])
+    n = alphas.size
+    res = run_batch("newton", np.full((n, 1), -20.0), WAVY,
+                    options={"damping": alphas, "maxiter": 1000})
+    for i, alpha in enumerate(alphas):
+        x, nit, status = _seed_regularized_newton(alpha, -20.0, 1000, 1e-5)
+        assert res.x[i, 0] == x, (alpha, res.x[i, 0], x)
+        assert res.nit[i] == nit and res.status[i] == status, (alpha, res.status[i], status)
+    # small damping follows h wherever it leads, large damping creeps downhill
+    assert res.status[-1] == Status.GTOL
+    assert len(set(np.round(res.x[res.success, 0], 6))) > 3  # different alphas, different minima
+    single = run("newton", [-20.0], WAVY, options={"damping": alphas[7], "maxiter": 1000})
+    np.testing.assert_array_equal(single.x, res.x[7])
+
+
+def test_newton_fails_cleanly_without_damping():
+    res = run("newton", [0.1, 0.1], SADDLE)  # H = diag(2, -1.97): not positive definite
+    assert not res.success and res.status == Status.NOT_POSITIVE_DEFINITE
+    assert "not positive definite" in res.message
+    np.testing.assert_array_equal(res.x, [0.1, 0.1])
+    res = run("newton", [0.3, -0.2], SINGULAR)
+    assert not res.success and res.status == Status.SINGULAR
+    assert "Singular" in res.message
+    np.testing.assert_array_equal(res.x, [0.3, -0.2])
+    # with damping the same systems are solvable (the second: x + y -> 0)
+    res = run("newton", [0.3, -0.2], SINGULAR, options={"damping": 1.0})
+    assert res.success
+
+
+@pytest.mark.parametrize("method", ["damped-newton", "bfgs", "lbfgs"])
+def test_rules_escape_the_saddle(method):
+    starts = [[0.1, 0.01], [-0.05, -0.02], [1e-3, 1e-3], [0.3, -1e-4]]
+    for x0 in starts:
+        res = run(method, x0, SADDLE)
+        assert res.success, (x0, res.message)
+        assert res.fun == pytest.approx(-1.0, abs=1e-9), (x0, res.x)
+        np.testing.assert_allclose(np.abs(res.x), [0.0, np.sqrt(2.0)], atol=1e-4)
+
+
+def test_damped_newton_reaches_minima_from_generic_starts():
+    X0 = np.random.default_rng(5).uniform(-5, 5, size=(400, 2))
+    res = run_batch("damped-newton", X0, HIMMELBLAU)
+    assert res.success.all()
+    assert np.all(res.fun < 1e-10)  # all four minima have value 0 (no saddle, no maximum)
+    pure = run_batch("newton", X0, HIMMELBLAU)
+    assert not pure.success.all()  # pure Newton stops where H is indefinite
+    assert set(np.unique(pure.status)) <= {Status.GTOL, Status.NOT_POSITIVE_DEFINITE}
+
+
+def test_damped_newton_matches_newton_near_a_minimum():
+    # damping 0 and a positive definite H all the way: the very same iterates
+    a = run("newton", [0.9, 0.8], ROSENBROCK)
+    b = run("damped-newton", [0.9, 0.8], ROSENBROCK)
+    assert a.nit == b.nit
+    np.testing.assert_array_equal(a.x, b.x)
+
+
+def test_finite_difference_hessian():
+    res = fastopt.minimize(suite_fun, np.array([-1.2, 1.0]), args=(ROSENBROCK,), jac=suite_grad,
+                           method="damped-newton")
+    exact = run("damped-newton", [-1.2, 1.0], ROSENBROCK)
+    assert res.success and res.nit == exact.nit
+    np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-6)
+    assert res.nfev > exact.nfev  # each Hessian costs 2 d gradients
+
+
+# --- batches ------------------------------------------------------------------------
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("method", "options"), [
+    ("bfgs", {}), ("lbfgs", {"m": 4}), ("lbfgs", {"line_search": "armijo"}),
+    ("newton", {"damping": 0.5}), ("damped-newton", {}), ("gd", {"line_search": "strong-wolfe"}),
+])
+def test_batch_row_is_bit_identical_to_single_run(method, options, workers):
+    X0 = np.random.default_rng(7).uniform(-2, 2, size=(40, 3))
+    options = {**options, "maxiter": 200}
+    res = run_batch(method, X0, ROSENBROCK, options=options, workers=workers)
+    for i in (0, 13, 39):
+        single = run(method, X0[i], ROSENBROCK, options=options)
+        np.testing.assert_array_equal(res.x[i], single.x)
+        assert res.fun[i] == single.fun
+        assert (res.nit[i], res.nfev[i], res.status[i]) == (single.nit, single.nfev, single.status)
+
+
+def test_batch_damping_per_start_matches_separate_runs():
+    damping = np.array([0.0, 0.1, 1.0, 10.0])
+    X0 = np.tile([-1.2, 1.0], (4, 1))
+    res = run_batch("newton", X0, ROSENBROCK, options={"damping": damping, "maxiter": 100})
+    for i in range(4):
+        one = run("newton", X0[i], ROSENBROCK, options={"damping": damping[i], "maxiter": 100})
+        np.testing.assert_array_equal(res.x[i], one.x)
+
+
+def test_second_call_does_not_recompile():
+    from fastopt.loop import _make_loop
+
+    run("lbfgs", [0.0, 0.0], ROSENBROCK)
+    before = _make_loop.cache_info()
+    run("lbfgs", [1.5, 1.5], ROSENBROCK)
+    after = _make_loop.cache_info()
+    assert after.misses == before.misses and after.hits == before.hits + 1
+
+
+# --- bad input and failures ----------------------------------------------------------
+def test_hessian_of_the_wrong_shape_is_reported():
+    with pytest.raises(ValueError, match="hess must return an array of shape \\(2, 2\\)"):
+        fastopt.minimize(suite_fun, np.zeros(2), args=(ROSENBROCK,), jac=suite_grad,
+                         hess=lambda x, k: np.eye(3), method="newton")
+
+
+def test_non_callable_hess_is_reported():
+    with pytest.raises(TypeError, match="hess must be callable"):
+        fastopt.minimize(suite_fun, np.zeros(2), args=(ROSENBROCK,), jac=suite_grad,
+                         hess=np.eye(2), method="newton")
+
+
+@pytest.mark.parametrize(("method", "options", "match"), [
+    ("newton", {"damping": -1.0}, "damping"),
+    ("newton", {"damping": np.inf}, "damping"),
+    ("damped-newton", {"damping": np.nan}, "damping"),
+    ("lbfgs", {"m": 0}, "Invalid m"),
+    ("lbfgs", {"m": 2.5}, "Invalid m"),
+    ("bfgs", {"c1": 0.95}, "'0 < c1 < c2 < 1'"),
+    ("lbfgs", {"c2": 1.0}, "'0 < c1 < c2 < 1'"),
+    ("bfgs", {"line_search": "exact"}, "line_search"),
+    ("adam", {"line_search": "armijo"}, "takes no line search"),
+    ("gd", {"line_search": "armijo", "lr": 0.0}, "lr"),
+])
+def test_bad_options_name_the_argument(method, options, match):
+    with pytest.raises(ValueError, match=match):
+        run(method, [0.0, 0.0], ROSENBROCK, options=options)
+
+
+def test_history_size_must_be_scalar_in_a_batch():
+    with pytest.raises(ValueError, match="'m' must be a scalar"):
+        run_batch("lbfgs", np.zeros((2, 2)), ROSENBROCK, options={"m": np.array([3, 5])})
+
+
+def test_non_finite_values_give_a_failed_status():
+    # Newton on x - log x from 3 steps to -3, where f is NaN: the start stops there.
+    res = run("newton", [3.0], LOG)
+    assert res.status == Status.DIVERGED and not res.success
+    assert "NaN" in res.message and res.x[0] == 3.0
+    # The safeguarded rules never accept a non-finite trial point.
+    for method in ("damped-newton", "bfgs", "lbfgs"):
+        res = run(method, [3.0], LOG)
+        assert res.success and res.x[0] == pytest.approx(1.0, abs=1e-5), (method, res.message)
+    res = run("bfgs", [-1.0], LOG)  # NaN at the start
+    assert res.status == Status.DIVERGED and res.nit == 0
+
+
+def test_line_search_failure_is_a_status():
+    # An inconsistent gradient (the negative of the true one): no step decreases f.
+    res = fastopt.minimize(suite_fun, np.array([0.5, 0.5]), args=(SINGULAR,),
+                           jac=lambda x, k: -suite_grad(x, k), method="bfgs")
+    assert res.status == Status.LINE_SEARCH_FAILED and not res.success
+    assert res.message == st.message(st.LINE_SEARCH_FAILED)
+    np.testing.assert_array_equal(res.x, [0.5, 0.5])
+
+
+def test_python_fallback_runs_the_same_rules():
+    class Shift:
+        c = 1.0
+
+    def fun(x, shift):
+        return float(np.sum((x - shift.c) ** 2) + x[0] ** 4)
+
+    def grad(x, shift):
+        g = 2.0 * (x - shift.c)
+        g[0] += 4.0 * x[0] ** 3
+        return g
+
+    def hess(x, shift):
+        H = 2.0 * np.eye(x.size)
+        H[0, 0] += 12.0 * x[0] ** 2
+        return H
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastopt.PythonSpeedWarning)
+        for method in ("bfgs", "lbfgs", "newton", "damped-newton"):
+            res = fastopt.minimize(fun, np.zeros(3), args=(Shift(),), jac=grad, hess=hess,
+                                   method=method)
+            assert res.success, (method, res.message)
+            np.testing.assert_allclose(res.x, [0.589754512301, 1.0, 1.0], atol=1e-5)
+        res = fastopt.minimize(fun, np.zeros(3), args=(Shift(),), jac=grad, method="gd",
+                               options={"line_search": "armijo"})
+        assert res.success
+
+
+def test_kernels_are_callable_from_user_njit_code():
+    @numba.njit
+    def newton_direction(H, g):
+        LD = H.copy()
+        p = np.empty(g.size)
+        if la.ldl_factor(LD) != la.FACTOR_OK:
+            return p, False
+        la.ldl_solve(LD, g, p)
+        return p, True
+
+    H = np.array([[4.0, 1.0], [1.0, 3.0]])
+    g = np.array([1.0, 2.0])
+    p, ok = newton_direction(H, g)
+    assert ok
+    np.testing.assert_allclose(p, np.linalg.solve(H, g))
