@@ -106,11 +106,18 @@ OBJECTIVES = {
     # a user's @njit pair fun(x) -> f, jac(x) -> g (allocates g on every call)
     "user-njit-fun+jac": {"fun": user_rosenbrock, "jac": user_rosenbrock_grad},
 }
+# minimize_batch also takes the built-in block objective, fun(X, G, F) on (d, B) blocks
+# of starts with jac="block", where this fastopt has it (TestFunction.batch_kwargs).
+BATCH_OBJECTIVES = dict(OBJECTIVES)
+if hasattr(rosenbrock, "batch_kwargs") and rosenbrock.batch_kwargs().get("jac") == "block":
+    BATCH_OBJECTIVES["builtin-block"] = rosenbrock.batch_kwargs()
 
 
 # --- workload 1: batch Adam on Rosenbrock, T fixed ------------------------------------
 def _prepare_fastopt_batch(objective, X0, steps, workers):
-    kwargs = OBJECTIVES[objective]
+    if objective not in BATCH_OBJECTIVES:
+        pytest.skip(f"this fastopt has no {objective} objective for minimize_batch")
+    kwargs = BATCH_OBJECTIVES[objective]
     options = batch_options(steps)
     # compile (not timed): the loop is compiled per (rule, objective), not per shape
     fastopt.minimize_batch(X0=X0[:2], method="adam", options={**options, "maxiter": 1},
@@ -126,6 +133,11 @@ def _prepare_fastopt_batch(objective, X0, steps, workers):
 def prepare_fastopt_batch(X0, steps, workers=None):
     """``fastopt.minimize_batch`` with the built-in in-place Rosenbrock."""
     return _prepare_fastopt_batch("builtin-inplace", X0, steps, workers)
+
+
+def prepare_fastopt_block_batch(X0, steps, workers=None):
+    """``fastopt.minimize_batch`` with the built-in block objective (``jac="block"``)."""
+    return _prepare_fastopt_batch("builtin-block", X0, steps, workers)
 
 
 def prepare_fastopt_user_batch(X0, steps, workers=None):
@@ -209,23 +221,26 @@ def prepare_jax_batch(X0, steps, workers=None):
     return run
 
 
-def _torch():
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(2)
-    return torch
+TORCH_THREADS = 2
 
 
-def prepare_torch_batch(X0, steps, workers=None):
+def prepare_torch_batch(X0, steps, workers=None, threads=TORCH_THREADS):
     """``torch.optim.Adam(fused=True)`` on one (N, d) float64 tensor, gradient by hand."""
-    _torch_batch(X0[:2], 2)()  # warm-up (not timed)
-    return _torch_batch(X0, steps)
+    _torch_batch(X0[:2], 2, threads)()  # warm-up (not timed)
+    return _torch_batch(X0, steps, threads)
 
 
-def _torch_batch(X0, steps):
-    torch = _torch()
+def prepare_torch_batch_1thread(X0, steps, workers=None):
+    """As ``prepare_torch_batch`` on one thread: immune to OpenMP barrier stalls under load."""
+    return prepare_torch_batch(X0, steps, threads=1)
+
+
+def _torch_batch(X0, steps, threads):
+    torch = pytest.importorskip("torch")
     X0_tensor = torch.from_numpy(X0)
 
     def run():
+        torch.set_num_threads(threads)  # process-wide: set on every run, peers interleave
         p = torch.nn.Parameter(X0_tensor.clone())
         p.grad = torch.empty_like(p)
         opt = torch.optim.Adam([p], lr=LR, betas=BETAS, eps=EPS, fused=True)
@@ -248,10 +263,12 @@ def _torch_batch(X0, steps):
 
 BATCH_PEERS = {
     "fastopt": prepare_fastopt_batch,
+    "fastopt-block": prepare_fastopt_block_batch,
     "fastopt-user-njit": prepare_fastopt_user_batch,
     "jax-optax": prepare_jax_batch,
     "numpy": prepare_numpy_batch,
     "torch-fused": prepare_torch_batch,
+    "torch-fused-1thread": prepare_torch_batch_1thread,
 }
 
 
@@ -275,9 +292,10 @@ def prepare_fastopt_step(n):
     return run
 
 
-def prepare_torch_step(n):
+def prepare_torch_step(n, threads=TORCH_THREADS):
     """``torch.optim.Adam(fused=True).step()`` on one float64 tensor."""
-    torch = _torch()
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(threads)
     x, g = _step_arrays(n)
     p = torch.nn.Parameter(torch.from_numpy(x))
     p.grad = torch.from_numpy(g)
@@ -285,13 +303,14 @@ def prepare_torch_step(n):
     opt.step()  # allocates the state (not timed)
 
     def run():
+        torch.set_num_threads(threads)
         opt.step()
         return x
 
     return run
 
 
-@numba.njit(parallel=True, nogil=True, error_model="numpy", cache=True)
+@numba.njit(parallel=True, nogil=True, error_model="numpy")
 def adam_traffic_floor(x, g, m, v, c):
     """Adam's memory traffic (read x, g, m, v; write x, m, v) with trivial arithmetic."""
     for i in prange(x.size):

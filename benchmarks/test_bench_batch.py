@@ -4,12 +4,15 @@
     FASTOPT_BENCH_FULL=1 pytest benchmarks/test_bench_batch.py --benchmark-enable \\
         --benchmark-group-by=group
 
-Each group is one shape (N, d): fastopt (built-in in-place objective), fastopt with a
-user's @njit fun + jac, JAX + optax, NumPy and torch's fused Adam side by side.
-Compilation and warm-up are done before timing.
+Each group is one shape (N, d): fastopt (built-in in-place objective), fastopt with the
+built-in block objective (jac="block"), fastopt with a user's @njit fun + jac, JAX +
+optax, NumPy and torch's fused Adam (2 threads, and 1 thread: on a busy machine
+OpenMP barriers make the 2-thread numbers erratic) side by side. Compilation and
+warm-up are done before timing.
 """
 
 import numpy as np
+import pytest
 
 
 def test_batch_adam(benchmark, workloads, batch_peer, batch_shape, numpy_reference):
@@ -28,14 +31,16 @@ def test_batch_adam(benchmark, workloads, batch_peer, batch_shape, numpy_referen
         assert diff <= workloads.ATOL, f"{batch_peer} disagrees with NumPy-batched Adam by {diff}"
 
 
-def test_batch_thread_scaling(benchmark, workloads, batch_shape, workers):
+@pytest.mark.parametrize("peer", ["fastopt", "fastopt-block"])
+def test_batch_thread_scaling(benchmark, workloads, peer, batch_shape, workers):
     steps = workloads.SIZES["batch_steps"]
-    benchmark.group = f"batch-scaling {workloads.shape_id(batch_shape)} T{steps}"
-    benchmark.extra_info.update(workers=workers, shape=list(batch_shape), steps=steps)
+    benchmark.group = f"batch-scaling {peer} {workloads.shape_id(batch_shape)} T{steps}"
+    benchmark.extra_info.update(peer=peer, workers=workers, shape=list(batch_shape), steps=steps)
     X0 = workloads.starts(*batch_shape)
-    run = workloads.prepare_fastopt_batch(X0, steps, workers=workers)
+    prepare = workloads.BATCH_PEERS[peer]
+    run = prepare(X0, steps, workers=workers)
 
     X = benchmark(run)
 
     # the same numbers whatever the number of threads
-    np.testing.assert_array_equal(X, workloads.prepare_fastopt_batch(X0, steps, workers=1)())
+    np.testing.assert_array_equal(X, prepare(X0, steps, workers=1)())
