@@ -34,11 +34,22 @@ FACTOR_TINY_PIVOT = 2  # |pivot| <= tol: A is singular to working precision, or 
 
 @kernel
 def dot(a, b):
-    """``a @ b`` for 1-D arrays, summed in index order."""
-    s = 0.0
-    for i in range(a.size):
-        s += a[i] * b[i]
-    return s
+    """``a @ b`` for 1-D arrays, as two interleaved partial sums (even and odd indices).
+
+    Two sums halve the chain of dependent additions, which is what a short dot
+    product's time is; the result differs from ``np.dot`` only by rounding.
+    """
+    n = a.size
+    s0 = 0.0
+    s1 = 0.0
+    i = 0
+    while i + 2 <= n:
+        s0 += a[i] * b[i]
+        s1 += a[i + 1] * b[i + 1]
+        i += 2
+    if i < n:
+        s0 += a[i] * b[i]
+    return s0 + s1
 
 
 @kernel
@@ -160,6 +171,44 @@ def lu_solve(A, b, out):
 
 
 @kernel
+def row_dot(A, i, v):
+    """``A[i] @ v``, summed as two interleaved partial sums (a shorter dependency chain)."""
+    d = v.size
+    s0 = 0.0
+    s1 = 0.0
+    j = 0
+    while j + 2 <= d:
+        s0 += A[i, j] * v[j]
+        s1 += A[i, j + 1] * v[j + 1]
+        j += 2
+    if j < d:
+        s0 += A[i, j] * v[j]
+    return s0 + s1
+
+
+@kernel
+def row_axpy_dot(q, c, A, i, B, k):
+    """``q += c * A[i]`` in place, returning ``B[k] @ q`` (new q) as :func:`row_dot` sums it."""
+    d = q.size
+    s0 = 0.0
+    s1 = 0.0
+    j = 0
+    while j + 2 <= d:
+        q0 = q[j] + c * A[i, j]
+        q1 = q[j + 1] + c * A[i, j + 1]
+        q[j] = q0
+        q[j + 1] = q1
+        s0 += B[k, j] * q0
+        s1 += B[k, j + 1] * q1
+        j += 2
+    if j < d:
+        q0 = q[j] + c * A[i, j]
+        q[j] = q0
+        s0 += B[k, j] * q0
+    return s0 + s1
+
+
+@kernel
 def lbfgs_two_loop(q, S, Y, rho, alpha, newest, count, gamma):
     r"""The L-BFGS two-loop recursion: :math:`q \leftarrow H_k q` in place.
 
@@ -167,30 +216,47 @@ def lbfgs_two_loop(q, S, Y, rho, alpha, newest, count, gamma):
     :math:`y_i = g_{i+1} - g_i` in a ring buffer whose newest pair is row ``newest``;
     ``rho[i] = 1 / (y_i^T s_i)``; ``alpha`` (m,) is work space. :math:`H_k` is the
     L-BFGS inverse-Hessian approximation with :math:`H_k^0 = \gamma I` (Nocedal &
-    Wright, Algorithm 7.4).
+    Wright, Algorithm 7.4):
+
+    .. math::
+
+        a_i = \rho_i s_i^T q,\ q \leftarrow q - a_i y_i \ \text{(newest to oldest)};
+        \quad q \leftarrow \gamma q; \quad
+        q \leftarrow q + (a_i - \rho_i y_i^T q)\, s_i \ \text{(oldest to newest)}.
+
+    Each update of ``q`` is fused with the next dot product, which is summed in two
+    partial sums: the recursion is a chain of dependent dot products, so their
+    latency, not their arithmetic, sets its speed.
     """
     m = S.shape[0]
     d = q.size
     i = newest
-    for _ in range(count):
-        a = 0.0
-        for j in range(d):
-            a += S[i, j] * q[j]
-        a *= rho[i]
-        alpha[i] = a
-        for j in range(d):
-            q[j] -= a * Y[i, j]
-        i = i - 1 if i > 0 else m - 1
+    if count > 0:
+        t = row_dot(S, i, q)
+        for n in range(count):
+            a = rho[i] * t
+            alpha[i] = a
+            previous = i - 1 if i > 0 else m - 1
+            if n < count - 1:
+                t = row_axpy_dot(q, -a, Y, i, S, previous)
+            else:
+                for j in range(d):
+                    q[j] += -a * Y[i, j]
+            i = previous
     for j in range(d):
         q[j] *= gamma
-    for _ in range(count):
-        i = i + 1 if i < m - 1 else 0
-        b = 0.0
-        for j in range(d):
-            b += Y[i, j] * q[j]
-        c = alpha[i] - rho[i] * b
-        for j in range(d):
-            q[j] += c * S[i, j]
+    if count > 0:
+        i = i + 1 if i < m - 1 else 0  # the oldest pair
+        t = row_dot(Y, i, q)
+        for n in range(count):
+            c = alpha[i] - rho[i] * t
+            following = i + 1 if i < m - 1 else 0
+            if n < count - 1:
+                t = row_axpy_dot(q, c, S, i, Y, following)
+            else:
+                for j in range(d):
+                    q[j] += c * S[i, j]
+            i = following
 
 
 @kernel

@@ -33,6 +33,7 @@ import numpy as np
 from numba.extending import register_jitable
 
 from ._jit import kernel
+from .linalg import dot
 
 NONE, STRONG_WOLFE, ARMIJO = 0, 1, 2  # controls[LINE_SEARCH]
 
@@ -183,10 +184,7 @@ def _trial(fg, args, fd_step, counters, x, g, x0, p, stp):
     for i in range(x.size):
         x[i] = x0[i] + stp * p[i]
     f = fg(x, g, args, fd_step, counters)
-    dphi = 0.0
-    for i in range(x.size):
-        dphi += g[i] * p[i]
-    return f, dphi
+    return f, dot(g, p)
 
 
 @_jitable

@@ -149,9 +149,9 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
 
 # ---------------------------------------------------------------------------------
 # L-BFGS. state rows: [0, m) s pairs; [m, 2m) y pairs; 2m: direction p; 2m+1: x_k;
-# 2m+2: g_k; then the scalar area (flat): rho (m), alpha (m), [newest, count].
+# 2m+2: g_k; then the scalar area (flat): rho (m), alpha (m), [newest, count, gamma].
 def _lbfgs_scalar_rows(d, m):
-    return -(-(2 * m + 2) // d)
+    return -(-(2 * m + 3) // d)
 
 
 def _lbfgs_n_state(d, values):
@@ -196,9 +196,7 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
         for i in range(d):
             p[i] = -gk[i]
         if count > 0:
-            j = newest
-            gamma = dot(S[j], Y[j]) / dot(Y[j], Y[j])
-            lbfgs_two_loop(p, S, Y, rho, alpha_work, newest, count, gamma)
+            lbfgs_two_loop(p, S, Y, rho, alpha_work, newest, count, flat[2 * m + 2])
         dphi0 = dot(gk, p)
         if not dphi0 < 0.0 and count > 0:
             count = 0
@@ -233,6 +231,7 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     sy = dot(sj, yj)
     if sy > EPS * (-alpha * dphi0):
         rho[j] = 1.0 / sy
+        flat[2 * m + 2] = sy / dot(yj, yj)  # gamma = s'y / y'y of the newest pair
         newest = j
         if count < m:
             count += 1
