@@ -11,7 +11,8 @@ with numba (and callable from user ``@njit`` code), e.g.::
 """
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,12 +31,19 @@ class TestFunction(NamedTuple):
     bounds: tuple  # (low, high) of the usual search box, per coordinate
     dim: int = None  # fixed dimension, or None for any
     fg: Callable = None  # fg(x, g) -> f, writes the gradient into g (jac="inplace")
+    block: Callable = None  # block(X, G, F) on (d, B) blocks of starts (jac="block")
 
     def minimize_kwargs(self):
-        """``fun`` and ``jac`` for the fastest protocol this function offers."""
+        """``fun`` and ``jac`` for the fastest protocol for one start (``minimize``)."""
         if self.fg is not None:
             return {"fun": self.fg, "jac": "inplace"}
         return {"fun": self.fun, "jac": self.grad}
+
+    def batch_kwargs(self):
+        """``fun`` and ``jac`` for the fastest protocol for many starts (``minimize_batch``)."""
+        if self.block is not None:
+            return {"fun": self.block, "jac": "block"}
+        return self.minimize_kwargs()
 
     __test__ = False  # not a pytest class
 
@@ -112,6 +120,37 @@ def rosenbrock_fg(x, g):
 
 
 @kernel
+def rosenbrock_block(X, G, F):
+    """Rosenbrock for a block of starts: ``X``, ``G`` (d, B), ``F`` (B,); per start the same
+    arithmetic, in the same order, as :func:`rosenbrock_fg`."""
+    d, B = X.shape
+    for b in range(B):
+        F[b] = 0.0
+    for i in range(d):
+        for b in range(B):
+            G[i, b] = 0.0
+    for i in range(d - 1):
+        for b in range(B):
+            xi = X[i, b]
+            a = X[i + 1, b] - xi * xi
+            c = 1.0 - xi
+            F[b] += 100.0 * a * a + c * c
+            G[i, b] += -400.0 * xi * a - 2.0 * c
+            G[i + 1, b] += 200.0 * a
+
+
+@kernel
+def sphere_block(X, G, F):
+    d, B = X.shape
+    for b in range(B):
+        F[b] = 0.0
+    for i in range(d):
+        for b in range(B):
+            F[b] += X[i, b] * X[i, b]
+            G[i, b] = 2.0 * X[i, b]
+
+
+@kernel
 def sphere_fg(x, g):
     s = 0.0
     for i in range(x.size):
@@ -154,6 +193,18 @@ def rastrigin_fg(x, g):
         s += x[i] * x[i] - 10.0 * math.cos(w)
         g[i] = 2.0 * x[i] + 20.0 * math.pi * math.sin(w)
     return s
+
+
+@kernel
+def rastrigin_block(X, G, F):
+    d, B = X.shape
+    for b in range(B):
+        F[b] = 10.0 * d
+    for i in range(d):
+        for b in range(B):
+            w = 2.0 * math.pi * X[i, b]
+            F[b] += X[i, b] * X[i, b] - 10.0 * math.cos(w)
+            G[i, b] = 2.0 * X[i, b] + 20.0 * math.pi * math.sin(w)
 
 
 # --- Ackley -----------------------------------------------------------------------
@@ -310,11 +361,14 @@ _ST_MIN = -2.903534027771177
 _WAVY_MIN = -2.9344735061226963
 
 sphere = TestFunction("sphere", sphere_fun, sphere_grad, sphere_hess, lambda d: 0.0,
-                      lambda d: np.zeros((1, d)), (-5.0, 5.0), fg=sphere_fg)
+                      lambda d: np.zeros((1, d)), (-5.0, 5.0), fg=sphere_fg,
+                      block=sphere_block)
 rosenbrock = TestFunction("rosenbrock", rosenbrock_fun, rosenbrock_grad, rosenbrock_hess,
-                          lambda d: 0.0, lambda d: np.ones((1, d)), (-2.0, 2.0), fg=rosenbrock_fg)
+                          lambda d: 0.0, lambda d: np.ones((1, d)), (-2.0, 2.0), fg=rosenbrock_fg,
+                          block=rosenbrock_block)
 rastrigin = TestFunction("rastrigin", rastrigin_fun, rastrigin_grad, rastrigin_hess,
-                         lambda d: 0.0, lambda d: np.zeros((1, d)), (-5.12, 5.12), fg=rastrigin_fg)
+                         lambda d: 0.0, lambda d: np.zeros((1, d)), (-5.12, 5.12), fg=rastrigin_fg,
+                         block=rastrigin_block)
 ackley = TestFunction("ackley", ackley_fun, ackley_grad, None, lambda d: 0.0,
                       lambda d: np.zeros((1, d)), (-32.768, 32.768))
 himmelblau = TestFunction(

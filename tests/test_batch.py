@@ -145,3 +145,21 @@ def test_nan_start_region_fails_cleanly_in_batch():
     res = fastopt.minimize_batch(fun, np.array([[1.0, 1.0], [-1.0, 1.0]]), method="adam",
                                  options={"maxiter": 50})
     assert res.status[1] == Status.DIVERGED and res.status[0] != Status.DIVERGED
+
+
+@pytest.mark.parametrize("method", ["sgd", "adam"])
+def test_block_protocol_matches_point_protocol_bit_for_bit(method):
+    # jac="block" evaluates a whole block of starts at once (X of shape (d, B)); each start
+    # must still get exactly the arithmetic of its single-start run with the point form.
+    X0 = np.random.default_rng(3).uniform(-2, 2, size=(45, 3))
+    options = {"lr": 1e-3, "maxiter": 400}
+    block = fastopt.minimize_batch(rosenbrock.block, X0, jac="block", method=method,
+                                   options=options)
+    point = fastopt.minimize_batch(rosenbrock.fg, X0, jac="inplace", method=method,
+                                   options=options)
+    np.testing.assert_array_equal(block.x, point.x)
+    np.testing.assert_array_equal(block.fun, point.fun)
+    single = fastopt.minimize(rosenbrock.block, X0[7], jac="block", method=method,
+                              options=options)
+    np.testing.assert_array_equal(block.x[7], single.x)
+    assert block.nfev[7] == single.nfev
