@@ -181,12 +181,19 @@ def _make_fg(fun, jac, mode, n_args):
     return namespace["fg"]
 
 
-def _make_hess(hess, fg):
+_HESS_SOURCE = """
+def hess_eval(x, H, args, fd_step, counters):
+    store_matrix(H, hess(x{a}))
+    counters[NHEV] += 1
+"""
+
+
+def _make_hess(hess, fg, n_args):
     """Build ``hess_eval``: the user's ``hess``, or central differences of the gradient."""
     if hess is not None:
-        def hess_eval(x, H, args, fd_step, counters):
-            store_matrix(H, hess(x, *args))
-            counters[NHEV] += 1
+        namespace = {"hess": hess, "store_matrix": store_matrix, "NHEV": NHEV}
+        exec(_HESS_SOURCE.format(a=_expanded(n_args)), namespace)  # noqa: S102 - fixed template
+        hess_eval = namespace["hess_eval"]
     else:
         def hess_eval(x, H, args, fd_step, counters):
             n = x.size
@@ -263,7 +270,7 @@ def _build(fun, jac, hess, mode, needs_hess, compiled, n_args):
     if compiled:
         fg = inlined(fg) if n_args <= MAX_EXPANDED_ARGS else driver(fg)
     if needs_hess:
-        hess_eval = _make_hess(hess, fg)
+        hess_eval = _make_hess(hess, fg, n_args)
         hess_eval = driver(hess_eval) if compiled else hess_eval
     else:
         hess_eval = _no_hess_compiled if compiled else _no_hess

@@ -616,9 +616,6 @@ def test_kernels_are_callable_from_user_njit_code():
     np.testing.assert_allclose(p, np.linalg.solve(H, g))
 
 
-@pytest.mark.xfail(strict=True, reason="objective._make_hess calls hess(x, *args), which numba "
-                   "cannot inline for inline='always' functions such as fastopt.functions' "
-                   "hess kernels; needs the expanded-args template fg already uses")
 def test_builtin_hessian_kernels_can_be_passed_as_hess():
     res = fastopt.minimize(rosenbrock.fun, np.array([-1.2, 1.0]), jac=rosenbrock.grad,
                            hess=rosenbrock.hess, method="newton")
