@@ -24,7 +24,8 @@ own values. ``hyper[0]`` is the learning rate for rules that have one: the
 driver applies learning-rate schedules by rewriting it.
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
