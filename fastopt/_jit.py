@@ -16,6 +16,8 @@ would reassociate sums, breaking bit-for-bit reproducibility.
   cached on disk (numba cannot cache closures over other dispatchers).
 """
 
+import threading
+
 import numba
 
 _COMMON = {"nogil": True, "error_model": "numpy"}
@@ -25,3 +27,8 @@ parallel_kernel = numba.njit(cache=True, parallel=True, **_COMMON)
 driver = numba.njit(**_COMMON)
 inlined = numba.njit(inline="always", **_COMMON)
 parallel_driver = numba.njit(parallel=True, **_COMMON)
+
+# numba's default "workqueue" threading layer aborts the process when two Python threads
+# launch parallel kernels at once. Every parallel launch in fastopt holds this lock, so
+# concurrent calls from user threads queue up instead (each already uses every core).
+parallel_lock = threading.Lock()

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _layout as L
 from . import status as st
+from ._jit import parallel_lock
 from .block import MAX_BLOCK_DIM, lanes_for, make_block_loop
 from .loop import make_loop
 
@@ -61,6 +62,11 @@ class Workspace:
         d = self.X.shape[1]
         blocked = (setup.rule.update_block is not None and not setup.history_every
                    and (d <= MAX_BLOCK_DIM or objective.block_fun is not None))
+        with parallel_lock:
+            self._run_parallel(blocked, loop, setup, objective, args, max_steps, workers)
+
+    def _run_parallel(self, blocked, loop, setup, objective, args, max_steps, workers):
+        d = self.X.shape[1]
         previous = numba.get_num_threads()
         if workers is not None:
             numba.set_num_threads(workers)

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._jit import parallel_lock
 from .rules import RULES, adagrad, adam, rmsprop, sgd
 
 PARALLEL_THRESHOLD = 1 << 18
@@ -101,7 +102,11 @@ class Optimizer:
         if not isinstance(state, self._state_type):
             raise TypeError(f"state must be the {self._state_type.__name__} returned by "
                             f"init(); got {type(state).__name__}")
-        self._apply(p.size >= PARALLEL_THRESHOLD, p, g, state)
+        if p.size >= PARALLEL_THRESHOLD:
+            with parallel_lock:
+                self._apply(True, p, g, state)
+        else:
+            self._apply(False, p, g, state)
 
 
 class SGD(Optimizer):

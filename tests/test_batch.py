@@ -163,3 +163,18 @@ def test_block_protocol_matches_point_protocol_bit_for_bit(method):
                               options=options)
     np.testing.assert_array_equal(block.x[7], single.x)
     assert block.nfev[7] == single.nfev
+
+
+def test_concurrent_calls_from_python_threads_are_safe():
+    # numba's default threading layer aborts on concurrent parallel launches; fastopt
+    # serializes them, so threads get correct results instead of a dead interpreter.
+    from concurrent.futures import ThreadPoolExecutor
+
+    X0 = np.random.default_rng(4).uniform(-2, 2, size=(300, 2))
+    kw = dict(jac="inplace", method="adam", options={"lr": 0.01, "maxiter": 300})
+    expected = fastopt.minimize_batch(rosenbrock.fg, X0, **kw).x
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: fastopt.minimize_batch(rosenbrock.fg, X0, **kw).x,
+                                range(4)))
+    for x in results:
+        np.testing.assert_array_equal(x, expected)
