@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import quadratic, quadratic_grad
+from problems import quadratic, quadratic_grad
 
 import fastopt
 from fastopt import Status

@@ -18,9 +18,9 @@ import naive
 import numba
 import numpy as np
 import pytest
-from conftest import quadratic, quadratic_grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from problems import quadratic, quadratic_grad
 
 import fastopt
 from fastopt import clipping, rules, schedules

@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import quadratic, quadratic_grad, quadratic_minimizer
+from problems import quadratic, quadratic_grad, quadratic_minimizer
 from scipy.optimize import OptimizeResult, OptimizeWarning
 
 import fastopt

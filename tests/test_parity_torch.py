@@ -13,7 +13,7 @@ part ways at the level of rounding.
 
 import numpy as np
 import pytest
-from conftest import quadratic, quadratic_grad
+from problems import quadratic, quadratic_grad
 
 import fastopt
 from fastopt import clipping, schedules
