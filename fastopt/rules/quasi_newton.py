@@ -163,9 +163,9 @@ def _lbfgs_n_state(d, values):
 def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     """One L-BFGS iteration (see the module docstring); callable from ``@njit`` code."""
     d = x.size
-    m = int(hyper[0])
-    c1 = hyper[1]
-    c2 = hyper[2]
+    c1 = hyper[0]
+    c2 = hyper[1]
+    m = int(hyper[2])
     S = state[0:m]
     Y = state[m:2 * m]
     p = state[2 * m]
@@ -308,7 +308,8 @@ BFGS_RULE = Rule(
 
 LBFGS_RULE = Rule(
     name="lbfgs",
-    hyperparameters=("m", "c1", "c2"),
+    # m last: hyper[0] is what a learning-rate schedule rewrites, and m sets the state's size
+    hyperparameters=("c1", "c2", "m"),
     defaults={"m": 10, **_WOLFE_DEFAULTS},
     validate=_validate_lbfgs,
     n_state=_lbfgs_n_state,
