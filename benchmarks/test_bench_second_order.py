@@ -70,20 +70,6 @@ class Outcome(NamedTuple):
     success: np.ndarray  # (n,) converged (gtol) per the peer
 
 
-# --- a user's own @njit Hessian (fastopt's built-in kernels are inline="always",
-# which fastopt's hess wrapper cannot take yet; see the issue #3 report) ----------
-@numba.njit(cache=True)
-def user_rosenbrock_hess(x):
-    n = x.size
-    H = np.zeros((n, n))
-    for i in range(n - 1):
-        H[i, i] += 1200.0 * x[i] * x[i] - 400.0 * x[i + 1] + 2.0
-        H[i + 1, i + 1] += 200.0
-        H[i, i + 1] += -400.0 * x[i]
-        H[i + 1, i] += -400.0 * x[i]
-    return H
-
-
 @contextlib.contextmanager
 def single_threaded_blas():
     """Hold OpenBLAS (numpy's and scipy's) to one thread, restoring it afterwards."""
@@ -121,7 +107,7 @@ def prepare_fastopt(X0, method, workers=None):
     if method == "lbfgs":
         kwargs = rosenbrock.minimize_kwargs()  # in-place fun(x, g) -> f
     else:
-        kwargs = {"fun": rosenbrock.fun, "jac": rosenbrock.grad, "hess": user_rosenbrock_hess}
+        kwargs = {"fun": rosenbrock.fun, "jac": rosenbrock.grad, "hess": rosenbrock.hess}
     options = {"gtol": GTOL, "maxiter": MAXITER}
     fastopt.minimize_batch(X0=X0[:2], method=method, options=options, workers=workers,
                            **kwargs)  # compile (not timed)
