@@ -160,6 +160,13 @@ def _parse(method, options, tol, d, n_starts):
         raise ValueError(f"Invalid maxiter: {options.get('maxiter')!r}; expected an integer >= 0")
 
     schedule = as_schedule(options.get("schedule"))
+    if rule.advance is not None:  # the rule evaluates f itself (line search, Newton)
+        for name in ("clip_value", "clip_norm"):
+            if np.any(loop[name] != 0):
+                raise ValueError(f"Invalid {name}: method {method!r} evaluates f itself; "
+                                 "gradient clipping is for first-order rules")
+        if schedule.kind != 0 and not rule.has_lr:
+            raise ValueError(f"Invalid schedule: method {method!r} has no learning rate")
     rel_step = options.get("finite_diff_rel_step")
     rel_step = DEFAULT_REL_STEP[CENTRAL] if rel_step is None else rel_step
     rel_step = _numeric("finite_diff_rel_step", rel_step, n_starts)

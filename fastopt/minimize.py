@@ -55,7 +55,10 @@ def minimize(fun, x0, args=(), method="adam", jac=None, hess=None, hessp=None, b
         the gradient), ``xtol`` (0 = off, infinity norm of the step), ``ftol``
         (0 = off, relative change in f), ``schedule`` (a ``fastopt.schedules``
         schedule), ``clip_value``, ``clip_norm``, ``finite_diff_rel_step``,
-        ``history`` (True, or k to keep every k-th iterate), ``disp``.
+        ``history`` (True, or k to keep every k-th iterate), ``disp``. Second-order
+        rules take ``damping`` (newton, damped-newton), ``m`` (lbfgs), ``c1``, ``c2``
+        and ``line_search`` (``"strong-wolfe"`` or ``"armijo"``; with ``"gd"`` it turns
+        on a line search, ``lr`` being the first trial step).
 
     Returns
     -------

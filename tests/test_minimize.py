@@ -251,3 +251,14 @@ def test_bounds_warn_like_scipy():
         fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, bounds=[(0, 1)] * 2,
                          options={"maxiter": 1})
     assert any("cannot handle constraints nor bounds" in str(w.message) for w in record)
+
+
+@pytest.mark.parametrize(("method", "option"), [
+    ("bfgs", {"clip_norm": 1.0}),
+    ("newton", {"clip_value": 1.0}),
+    ("newton", {"schedule": fastopt.schedules.step(10)}),
+])
+def test_second_order_rules_refuse_first_order_options(method, option):
+    with pytest.raises(ValueError, match="clip|schedule"):
+        fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method=method,
+                         options=option)
