@@ -141,28 +141,45 @@ def _make_block_loop(update_block, fg, block_fun):
                 else:
                     status[b] = st.DIVERGED
 
+        # Per-lane controls, read once; clipping and schedules only if some lane uses them.
+        gtol = np.empty(B)
+        maxiter = np.empty(B)
+        xtol = np.empty(B)
+        ftol = np.empty(B)
+        any_clip_or_schedule = False
+        any_xtol = False
+        for b in range(B):
+            r = lo + b
+            gtol[b] = controls[r, GTOL]
+            maxiter[b] = controls[r, MAXITER]
+            xtol[b] = controls[r, XTOL]
+            ftol[b] = controls[r, FTOL]
+            any_xtol |= xtol[b] > 0.0
+            any_clip_or_schedule |= (controls[r, CLIP_VALUE] > 0.0 or controls[r, CLIP_NORM] > 0.0
+                                     or controls[r, SCHEDULE_KIND] != 0.0)
+        flag = np.empty(B, dtype=np.bool_)
+        flag2 = np.empty(B, dtype=np.bool_)
+
         steps = 0
         while True:
+            # gtol test for every lane, rows outer so the inner loop runs across lanes
+            for b in range(B):
+                flag[b] = True
+            for i in range(d):
+                for b in range(B):
+                    flag[b] &= abs(Gb[i, b]) <= gtol[b]
             n_active = 0
             for b in range(B):
-                active[b] = False
-                if status[b] != st.RUNNING:
-                    continue
-                r = lo + b
-                gtol = controls[r, GTOL]
-                converged = True
-                for i in range(d):
-                    converged &= abs(Gb[i, b]) <= gtol
-                if converged:
-                    status[b] = st.GTOL
-                    continue
-                if nit[b] >= controls[r, MAXITER]:
-                    status[b] = st.MAXITER
-                    continue
-                if steps >= max_steps:
-                    continue
-                active[b] = True
-                n_active += 1
+                go = False
+                if status[b] == st.RUNNING:
+                    if flag[b]:
+                        status[b] = st.GTOL
+                    elif nit[b] >= maxiter[b]:
+                        status[b] = st.MAXITER
+                    elif steps < max_steps:
+                        go = True
+                active[b] = go
+                n_active += go
             if n_active == 0:
                 break
             for i in range(d):
@@ -171,37 +188,49 @@ def _make_block_loop(update_block, fg, block_fun):
                     Gp[i, b] = Gb[i, b]
             for b in range(B):
                 Fp[b] = Fb[b]
-                if not active[b]:
-                    continue
-                r = lo + b
-                clip_value = controls[r, CLIP_VALUE]
-                if clip_value > 0.0:
-                    for i in range(d):
-                        if Gb[i, b] > clip_value:
-                            Gb[i, b] = clip_value
-                        elif Gb[i, b] < -clip_value:
-                            Gb[i, b] = -clip_value
-                clip_norm = controls[r, CLIP_NORM]
-                if clip_norm > 0.0:
-                    total = 0.0
-                    for i in range(d):
-                        total += Gb[i, b] * Gb[i, b]
-                    clip_coef = clip_norm / (np.sqrt(total) + 1e-6)
-                    if not clip_coef >= 1.0:  # as fastopt.clipping.clip_by_norm
+            if any_clip_or_schedule:
+                for b in range(B):
+                    if not active[b]:
+                        continue
+                    r = lo + b
+                    clip_value = controls[r, CLIP_VALUE]
+                    if clip_value > 0.0:
                         for i in range(d):
-                            Gb[i, b] = Gb[i, b] * clip_coef
-                kind = int(controls[r, SCHEDULE_KIND])
-                if kind != 0:
-                    Ht[0, b] = scheduled_lr(Hb[0, b], nit[b], kind, controls[r, SCHEDULE_A],
-                                            controls[r, SCHEDULE_B], controls[r, SCHEDULE_C])
+                            if Gb[i, b] > clip_value:
+                                Gb[i, b] = clip_value
+                            elif Gb[i, b] < -clip_value:
+                                Gb[i, b] = -clip_value
+                    clip_norm = controls[r, CLIP_NORM]
+                    if clip_norm > 0.0:
+                        total = 0.0
+                        for i in range(d):
+                            total += Gb[i, b] * Gb[i, b]
+                        clip_coef = clip_norm / (np.sqrt(total) + 1e-6)
+                        if not clip_coef >= 1.0:  # as fastopt.clipping.clip_by_norm
+                            for i in range(d):
+                                Gb[i, b] = Gb[i, b] * clip_coef
+                    kind = int(controls[r, SCHEDULE_KIND])
+                    if kind != 0:
+                        Ht[0, b] = scheduled_lr(Hb[0, b], nit[b], kind, controls[r, SCHEDULE_A],
+                                                controls[r, SCHEDULE_B], controls[r, SCHEDULE_C])
             update_block(Xb, Gb, Sb, Ht, step, active, scratch)
             evaluate(args, Xb, Gb, Fb, active, controls, counters, lo, xbuf, gbuf, Gs, Fs)
             steps += 1
+            # finiteness of f, g and x (v - v == 0 exactly when v is finite), and the xtol test
+            for b in range(B):
+                flag[b] = Fb[b] - Fb[b] == 0.0
+                flag2[b] = True
+            for i in range(d):
+                for b in range(B):
+                    flag[b] &= (Gb[i, b] - Gb[i, b] == 0.0) & (Xb[i, b] - Xb[i, b] == 0.0)
+            if any_xtol:
+                for i in range(d):
+                    for b in range(B):
+                        flag2[b] &= abs(Xb[i, b] - Xp[i, b]) <= xtol[b]
             for b in range(B):
                 if not active[b]:
                     continue
-                f = Fb[b]
-                if not (f - f == 0.0 and column_finite(Gb, b) and column_finite(Xb, b)):
+                if not flag[b]:
                     Fb[b] = Fp[b]
                     for i in range(d):
                         Xb[i, b] = Xp[i, b]
@@ -209,18 +238,12 @@ def _make_block_loop(update_block, fg, block_fun):
                     status[b] = st.DIVERGED
                     continue
                 nit[b] += 1
-                r = lo + b
-                xtol = controls[r, XTOL]
-                if xtol > 0.0:
-                    small = True
-                    for i in range(d):
-                        small &= abs(Xb[i, b] - Xp[i, b]) <= xtol
-                    if small:
-                        status[b] = st.XTOL
-                        continue
-                ftol = controls[r, FTOL]
+                if xtol[b] > 0.0 and flag2[b]:
+                    status[b] = st.XTOL
+                    continue
+                f = Fb[b]
                 f_prev = Fp[b]
-                if ftol > 0.0 and abs(f - f_prev) <= ftol * max(abs(f), abs(f_prev), 1.0):
+                if ftol[b] > 0.0 and abs(f - f_prev) <= ftol[b] * max(abs(f), abs(f_prev), 1.0):
                     status[b] = st.FTOL
 
         for b in range(B):

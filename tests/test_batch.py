@@ -178,3 +178,30 @@ def test_concurrent_calls_from_python_threads_are_safe():
                                 range(4)))
     for x in results:
         np.testing.assert_array_equal(x, expected)
+
+
+@pytest.mark.parametrize("extra", [
+    {"clip_value": 0.5},
+    {"clip_norm": 0.3},
+    {"schedule": fastopt.schedules.cosine(200)},
+    {"xtol": 1e-4, "gtol": 0.0},
+    {"ftol": 1e-9, "gtol": 0.0},
+], ids=["clip_value", "clip_norm", "schedule", "xtol", "ftol"])
+def test_block_lanes_follow_single_run_with_loop_options(extra):
+    # The lockstep driver re-implements the loop's clipping, schedules and stopping tests
+    # per lane; each lane must still be its single-start run, bit for bit.
+    X0 = np.random.default_rng(5).uniform(-2, 2, size=(40, 2))
+    kw = dict(fun=rosenbrock.fg, jac="inplace", method="adam",
+              options={"lr": 1e-2, "maxiter": 400, **extra})
+    res = fastopt.minimize_batch(X0=X0, **kw)
+    stopped_by = {"xtol": Status.XTOL, "ftol": Status.FTOL}
+    for name, code in stopped_by.items():
+        if name in extra:  # the option must actually stop some lanes, which are then checked
+            lanes = np.flatnonzero(res.status == code)
+            assert lanes.size > 0
+            _rows_equal_single_runs(res, X0, lanes[:3], **kw)
+    if "clip_value" in extra or "clip_norm" in extra:  # clipping changes the trajectory
+        plain = fastopt.minimize_batch(X0=X0, fun=rosenbrock.fg, jac="inplace", method="adam",
+                                       options={"lr": 1e-2, "maxiter": 400})
+        assert not np.array_equal(plain.x, res.x)
+    _rows_equal_single_runs(res, X0, [0, 13, 39], **kw)
