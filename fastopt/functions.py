@@ -39,9 +39,13 @@ class TestFunction(NamedTuple):
             return {"fun": self.fg, "jac": "inplace"}
         return {"fun": self.fun, "jac": self.grad}
 
-    def batch_kwargs(self):
-        """``fun`` and ``jac`` for the fastest protocol for many starts (``minimize_batch``)."""
-        if self.block is not None:
+    def batch_kwargs(self, d=None):
+        """``fun`` and ``jac`` for the fastest protocol for many starts (``minimize_batch``).
+
+        The block form pays off where starts run in lockstep blocks (d <= 64); above
+        that, pass ``d`` to get the point form, which vectorizes over coordinates.
+        """
+        if self.block is not None and (d is None or d <= 64):
             return {"fun": self.block, "jac": "block"}
         return self.minimize_kwargs()
 
