@@ -50,7 +50,14 @@ MAX_BLOCK_DIM = 64  # above this the per-start loop vectorizes over d and is as 
 
 
 def lanes_for(d):
-    """Starts per block for dimension ``d`` (enough columns to fill vector registers)."""
+    """Starts per block for dimension ``d``.
+
+    Wider blocks amortize the per-step bookkeeping (measured at d = 2: 16 lanes 22.5 ns,
+    32 lanes 15.1 ns, 64 lanes 13.2 ns per start-step); a straggler keeps its whole block
+    stepping, so blocks stay no wider than that gain.
+    """
+    if d <= 4:
+        return 64
     return 32 if d <= 16 else 16
 
 
