@@ -45,7 +45,7 @@ def main(argv=None):
         options["lr"] = args.lr
     elif args.method in ("adam", "adamw"):
         options["lr"] = 0.01
-    kwargs = func.minimize_kwargs()
+    kwargs = func.batch_kwargs(d)
 
     t0 = time.perf_counter()
     minimize_batch(kwargs["fun"], X0[:1], jac=kwargs["jac"], method=args.method,

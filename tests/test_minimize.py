@@ -262,3 +262,13 @@ def test_second_order_rules_refuse_first_order_options(method, option):
     with pytest.raises(ValueError, match="clip|schedule"):
         fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method=method,
                          options=option)
+
+
+def test_cli_main_job_prints_table(capsys):
+    from fastopt.cli import main
+
+    assert main(["--function", "sphere", "--dim", "3", "--starts", "200", "--maxiter", "500",
+                 "--method", "adam", "--lr", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "best f" in out and "converged" in out and "100.0%" in out
+    assert main(["--starts", "0"]) == 2
