@@ -101,15 +101,15 @@ def parse(method, options, tol, d, n_starts=None):
             key = None
     if key is not None and key in _PARSED:
         setup, unknown = _PARSED[key]
-        if unknown:
-            warnings.warn(f"Unknown solver options: {', '.join(unknown)}", OptimizeWarning,
-                          stacklevel=3)
-        return setup
-    setup, unknown = _parse(method, options, tol, d, n_starts)
-    if key is not None:
-        if len(_PARSED) > 1024:
-            _PARSED.clear()
-        _PARSED[key] = (setup, unknown)
+    else:
+        setup, unknown = _parse(method, options, tol, d, n_starts)
+        if key is not None:
+            if len(_PARSED) > 1024:
+                _PARSED.clear()
+            _PARSED[key] = (setup, unknown)
+    if unknown:
+        warnings.warn(f"Unknown solver options: {', '.join(unknown)}", OptimizeWarning,
+                      stacklevel=3)
     return setup
 
 
@@ -132,9 +132,6 @@ def _parse(method, options, tol, d, n_starts):
         options["beta1"], options["beta2"] = betas
     known = set(rule.hyperparameters) | set(LOOP_DEFAULTS) | set(OTHER_OPTIONS)
     unknown = sorted(k for k in options if k not in known)
-    if unknown:
-        warnings.warn(f"Unknown solver options: {', '.join(unknown)}", OptimizeWarning,
-                      stacklevel=4)
     n = 1 if n_starts is None else n_starts
 
     values = {}

@@ -50,41 +50,37 @@ class Workspace:
     def run_all(self, setup, objective, args, max_steps, workers=None):
         """Advance every start, on all cores (or ``workers`` threads).
 
-        First-order rules at small d (or with a block objective) run in lockstep
-        blocks (:mod:`fastopt.block`); everything else runs one start per task.
-        Both give every start bit for bit the result of its single-start run.
+        First-order rules at d <= MAX_BLOCK_DIM run in lockstep blocks
+        (:mod:`fastopt.block`); everything else runs one start per task. Both give
+        every start bit for bit the result of its single-start run. Above
+        MAX_BLOCK_DIM the per-start loop vectorizes over d and wins (2.2x at
+        d = 1000), even for a block objective, which it then calls with one column.
         """
-        loop = make_loop(setup.rule, objective, setup.history_every > 0)
-        if not objective.compiled:
-            for i in range(self.X.shape[0]):
-                self.run_one(loop, args, max_steps, i)
-            return
         d = self.X.shape[1]
-        # Above MAX_BLOCK_DIM the per-start loop vectorizes over d and wins (2.2x at d=1000),
-        # even for a block objective, which it then calls with one column.
-        blocked = (setup.rule.update_block is not None and not setup.history_every
-                   and d <= MAX_BLOCK_DIM)
-        with parallel_lock:
-            self._run_parallel(blocked, loop, setup, objective, args, max_steps, workers)
-
-    def _run_parallel(self, blocked, loop, setup, objective, args, max_steps, workers):
-        d = self.X.shape[1]
-        previous = numba.get_num_threads()
-        if workers is not None:
-            numba.set_num_threads(workers)
-        try:
-            if blocked:
-                run_blocks = make_block_loop(setup.rule, objective)
-                run_blocks(args, self.X, self.G, self.F, self.state, self.hyper, self.controls,
+        blocked = (objective.compiled and setup.rule.update_block is not None
+                   and not setup.history_every and d <= MAX_BLOCK_DIM)
+        if blocked:
+            run = make_block_loop(setup.rule, objective)
+            launch_args = (args, self.X, self.G, self.F, self.state, self.hyper, self.controls,
                            self.counters, lanes_for(d), max_steps)
+        else:
+            loop = make_loop(setup.rule, objective, setup.history_every > 0)
+            if not objective.compiled:
+                for i in range(self.X.shape[0]):
+                    self.run_one(loop, args, max_steps, i)
                 return
-            _, run_batch = loop
-            run_batch(args, self.X, self.G, self.F,
-                      self.state, self.hyper, self.controls, self.counters, self.X_prev,
-                      self.G_prev, self.hyper_t, self.x_history, self.f_history, self.every,
-                      max_steps)
-        finally:
-            numba.set_num_threads(previous)
+            run = loop[1]
+            launch_args = (args, self.X, self.G, self.F, self.state, self.hyper, self.controls,
+                           self.counters, self.X_prev, self.G_prev, self.hyper_t, self.x_history,
+                           self.f_history, self.every, max_steps)
+        with parallel_lock:
+            previous = numba.get_num_threads()
+            if workers is not None:
+                numba.set_num_threads(workers)
+            try:
+                run(*launch_args)
+            finally:
+                numba.set_num_threads(previous)
 
     def history_rows(self, i):
         """Rows of start ``i``'s history that were filled (iterations 0, k, 2k, ...)."""

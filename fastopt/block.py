@@ -43,6 +43,7 @@ from ._layout import (
     STEP,
     XTOL,
 )
+from .clipping import clip_by_norm, clip_by_value
 from .objective import call_block
 from .schedules import scheduled_lr
 
@@ -93,11 +94,17 @@ def _make_block_loop(update_block, fg, block_fun):
                         Gb[i, b] = gbuf[i]
 
     @inlined
-    def column_finite(A, b):
-        ok = True
-        for i in range(A.shape[0]):
-            ok &= A[i, b] - A[i, b] == 0.0
-        return ok
+    def finite_lanes(flag, Fb, Gb, Xb):
+        """``flag[b]``: f, g and x of lane b are finite (``v - v == 0`` exactly then).
+
+        Rows outer, lanes inner: the inner loop vectorizes across lanes.
+        """
+        d, B = Xb.shape
+        for b in range(B):
+            flag[b] = Fb[b] - Fb[b] == 0.0
+        for i in range(d):
+            for b in range(B):
+                flag[b] &= (Gb[i, b] - Gb[i, b] == 0.0) & (Xb[i, b] - Xb[i, b] == 0.0)
 
     @driver
     def run_block(args, X, G, F, state, hyper, controls, counters, lo, B, max_steps):
@@ -139,14 +146,13 @@ def _make_block_loop(update_block, fg, block_fun):
             step[b] = counters[r, STEP]
             pending[b] = status[b] == st.NOT_STARTED
 
+        flag = np.empty(B, dtype=np.bool_)
+        flag2 = np.empty(B, dtype=np.bool_)
         evaluate(args, Xb, Gb, Fb, pending, controls, counters, lo, xbuf, gbuf, Gs, Fs)
+        finite_lanes(flag, Fb, Gb, Xb)
         for b in range(B):
             if pending[b]:
-                f = Fb[b]
-                if f - f == 0.0 and column_finite(Gb, b):
-                    status[b] = st.RUNNING
-                else:
-                    status[b] = st.DIVERGED
+                status[b] = st.RUNNING if flag[b] else st.DIVERGED
 
         # Per-lane controls, read once; clipping and schedules only if some lane uses them.
         gtol = np.empty(B)
@@ -164,8 +170,6 @@ def _make_block_loop(update_block, fg, block_fun):
             any_xtol |= xtol[b] > 0.0
             any_clip_or_schedule |= (controls[r, CLIP_VALUE] > 0.0 or controls[r, CLIP_NORM] > 0.0
                                      or controls[r, SCHEDULE_KIND] != 0.0)
-        flag = np.empty(B, dtype=np.bool_)
-        flag2 = np.empty(B, dtype=np.bool_)
 
         steps = 0
         while True:
@@ -200,36 +204,22 @@ def _make_block_loop(update_block, fg, block_fun):
                     if not active[b]:
                         continue
                     r = lo + b
-                    clip_value = controls[r, CLIP_VALUE]
-                    if clip_value > 0.0:
-                        for i in range(d):
-                            if Gb[i, b] > clip_value:
-                                Gb[i, b] = clip_value
-                            elif Gb[i, b] < -clip_value:
-                                Gb[i, b] = -clip_value
-                    clip_norm = controls[r, CLIP_NORM]
-                    if clip_norm > 0.0:
-                        total = 0.0
-                        for i in range(d):
-                            total += Gb[i, b] * Gb[i, b]
-                        clip_coef = clip_norm / (np.sqrt(total) + 1e-6)
-                        if not clip_coef >= 1.0:  # as fastopt.clipping.clip_by_norm
-                            for i in range(d):
-                                Gb[i, b] = Gb[i, b] * clip_coef
+                    if controls[r, CLIP_VALUE] > 0.0:
+                        clip_by_value(Gb[:, b], controls[r, CLIP_VALUE])
+                    if controls[r, CLIP_NORM] > 0.0:
+                        clip_by_norm(Gb[:, b], controls[r, CLIP_NORM])
                     kind = int(controls[r, SCHEDULE_KIND])
                     if kind != 0:
                         Ht[0, b] = scheduled_lr(Hb[0, b], nit[b], kind, controls[r, SCHEDULE_A],
                                                 controls[r, SCHEDULE_B], controls[r, SCHEDULE_C])
+            for b in range(B):
+                step[b] += active[b]  # the rule's step counter (torch's state["step"])
             update_block(Xb, Gb, Sb, Ht, step, active, scratch)
             evaluate(args, Xb, Gb, Fb, active, controls, counters, lo, xbuf, gbuf, Gs, Fs)
             steps += 1
-            # finiteness of f, g and x (v - v == 0 exactly when v is finite), and the xtol test
+            finite_lanes(flag, Fb, Gb, Xb)
             for b in range(B):
-                flag[b] = Fb[b] - Fb[b] == 0.0
                 flag2[b] = True
-            for i in range(d):
-                for b in range(B):
-                    flag[b] &= (Gb[i, b] - Gb[i, b] == 0.0) & (Xb[i, b] - Xb[i, b] == 0.0)
             if any_xtol:
                 for i in range(d):
                     for b in range(B):

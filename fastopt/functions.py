@@ -42,10 +42,13 @@ class TestFunction(NamedTuple):
     def batch_kwargs(self, d=None):
         """``fun`` and ``jac`` for the fastest protocol for many starts (``minimize_batch``).
 
-        The block form pays off where starts run in lockstep blocks (d <= 64); above
-        that, pass ``d`` to get the point form, which vectorizes over coordinates.
+        The block form pays off where starts run in lockstep blocks
+        (``d <= fastopt.block.MAX_BLOCK_DIM``); above that, pass ``d`` to get the point
+        form, which vectorizes over coordinates.
         """
-        if self.block is not None and (d is None or d <= 64):
+        from .block import MAX_BLOCK_DIM
+
+        if self.block is not None and (d is None or d <= MAX_BLOCK_DIM):
             return {"fun": self.block, "jac": "block"}
         return self.minimize_kwargs()
 

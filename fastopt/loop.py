@@ -43,18 +43,6 @@ from ._layout import (
 from .clipping import clip_by_norm, clip_by_value
 from .schedules import scheduled_lr
 
-
-@kernel
-def norm_inf(v):
-    """Largest absolute element of ``v`` (NaN if any element is NaN)."""
-    m = 0.0
-    for i in range(v.size):
-        a = abs(v[i])
-        if not a <= m:
-            m = a
-    return m
-
-
 # The per-iteration checks below are boolean reductions: LLVM vectorizes them, while a
 # float reduction (a sum or a max) would be a serial chain, since fastopt never lets
 # LLVM reassociate floating-point arithmetic. At d = 1000 this halves the loop's cost.

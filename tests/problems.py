@@ -26,3 +26,19 @@ def quadratic_grad(x):
 
 def quadratic_minimizer(d):
     return np.array([1.0 if i % 2 == 0 else -2.0 for i in range(d)])
+
+
+# The parity problem for torch and optax trajectories: the gradient of
+# sum(a (x - c)^2 / 2 - cos(x) / 4), anisotropic, mildly nonlinear, convex. D = 37 is more
+# than two AVX vectors, so vectorised loops and their scalar tails both run.
+N_STEPS = 200
+D = 37
+_A = np.linspace(0.5, 4.0, D)
+_SIGN = np.where(np.arange(D) % 2 == 0, 1.0, -1.0)
+_C = _SIGN * np.linspace(0.5, 1.5, D)
+X0 = _C - _SIGN * np.linspace(1.5, 3.0, D)
+
+
+def grad(x):
+    """Gradient of the parity problem."""
+    return _A * (x - _C) + 0.25 * np.sin(x)

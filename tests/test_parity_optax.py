@@ -9,6 +9,7 @@ settings under which the two coincide or bounds the difference it expects.
 
 import numpy as np
 import pytest
+from problems import N_STEPS, X0, grad
 
 import fastopt
 
@@ -16,18 +17,6 @@ jax = pytest.importorskip("jax")
 optax = pytest.importorskip("optax")
 jax.config.update("jax_enable_x64", True)
 jnp = jax.numpy
-
-N_STEPS = 200
-D = 37
-A = np.linspace(0.5, 4.0, D)
-SIGN = np.where(np.arange(D) % 2 == 0, 1.0, -1.0)
-C = SIGN * np.linspace(0.5, 1.5, D)
-X0 = C - SIGN * np.linspace(1.5, 3.0, D)
-
-
-def grad(x):
-    """Gradient of sum(a (x - c)^2 / 2 - cos(x) / 4): anisotropic, mildly nonlinear, convex."""
-    return A * (x - C) + 0.25 * np.sin(x)
 
 
 def optax_trajectory(tx):

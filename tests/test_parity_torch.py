@@ -13,7 +13,7 @@ part ways at the level of rounding.
 
 import numpy as np
 import pytest
-from problems import quadratic, quadratic_grad
+from problems import N_STEPS, X0, grad, quadratic, quadratic_grad
 
 import fastopt
 from fastopt import clipping, schedules
@@ -30,19 +30,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-N_STEPS = 200
-D = 37  # > 2 AVX vectors: torch's vectorised loop and its scalar tail both run
-A = np.linspace(0.5, 4.0, D)
-SIGN = np.where(np.arange(D) % 2 == 0, 1.0, -1.0)
-C = SIGN * np.linspace(0.5, 1.5, D)
-X0 = C - SIGN * np.linspace(1.5, 3.0, D)
-
-
-def grad(x):
-    """Gradient of sum(a (x - c)^2 / 2 - cos(x) / 4): anisotropic, mildly nonlinear, convex."""
-    return A * (x - C) + 0.25 * np.sin(x)
 
 
 def neg_grad(x):

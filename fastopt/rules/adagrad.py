@@ -79,8 +79,6 @@ def _update_block(X, G, S, H, step, active, scratch):
     """One step for a block of starts: ``X``, ``G`` (d, B), ``S`` (1, d, B), ``H`` (n_hyper, B)."""
     d, B = X.shape
     for b in range(B):
-        if active[b]:
-            step[b] += 1
         scratch[0, b] = adagrad_clr(step[b], H[0, b], H[1, b])
     for i in range(d):
         for b in range(B):

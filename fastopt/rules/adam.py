@@ -126,8 +126,6 @@ def _make_update_block(decoupled):
         """One step for a block of starts: ``X``, ``G`` (d, B), ``S`` (3, d, B), ``H`` (7, B)."""
         d, B = X.shape
         for b in range(B):
-            if active[b]:
-                step[b] += 1
             # Lanes of a block usually share step and betas: compute torch's pow() once.
             if (b > 0 and step[b] == step[b - 1] and H[0, b] == H[0, b - 1]
                     and H[1, b] == H[1, b - 1] and H[2, b] == H[2, b - 1]):

@@ -100,9 +100,6 @@ def _update(x, g, state, hyper, counters):
 def _update_block(X, G, S, H, step, active, scratch):
     """One step for a block of starts: ``X``, ``G`` (d, B), ``S`` (3, d, B), ``H`` (n_hyper, B)."""
     d, B = X.shape
-    for b in range(B):
-        if active[b]:
-            step[b] += 1
     for i in range(d):
         for b in range(B):
             p, sq, buf, ga = rmsprop_coord(X[i, b], G[i, b], S[0, i, b], S[1, i, b], S[2, i, b],

@@ -93,9 +93,6 @@ def _update(x, g, state, hyper, counters):
 def _update_block(X, G, S, H, step, active, scratch):
     """One step for a block of starts: ``X``, ``G`` (d, B), ``S`` (1, d, B), ``H`` (n_hyper, B)."""
     d, B = X.shape
-    for b in range(B):
-        if active[b]:
-            step[b] += 1
     for i in range(d):
         for b in range(B):
             p, buf = sgd_coord(X[i, b], G[i, b], S[0, i, b], H[0, b], H[1, b], H[2, b], H[3, b],
