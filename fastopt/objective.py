@@ -234,7 +234,6 @@ class Objective(NamedTuple):
     fg: Callable
     hess: Callable
     compiled: bool
-    jac_mode: str
     block_fun: Callable = None  # the user's block function (jac="block"), compiled
 
 
@@ -274,7 +273,7 @@ def _build(fun, jac, hess, mode, needs_hess, compiled, n_args):
         hess_eval = driver(hess_eval) if compiled else hess_eval
     else:
         hess_eval = _no_hess_compiled if compiled else _no_hess
-    return Objective(fg, hess_eval, compiled, mode, fun if mode == BLOCK else None)
+    return Objective(fg, hess_eval, compiled, fun if mode == BLOCK else None)
 
 
 def jac_mode(jac):
