@@ -112,38 +112,59 @@ def rosenbrock_hess(x):
 
 @kernel
 def rosenbrock_fg(x, g):
-    """Rosenbrock value, with its gradient written into ``g`` (no allocation)."""
+    """Rosenbrock value, with its gradient written into ``g`` (no allocation).
+
+    With :math:`a_i = x_{i+1} - x_i^2`: :math:`g_i = 200 a_{i-1} - 400 x_i a_i - 2 (1 - x_i)`,
+    each :math:`g_i` computed whole (no update of :math:`g_{i+1}` for the next iteration
+    to wait for), so the gradient loop vectorizes. The value is one serial sum. (No early
+    ``return``: in a function numba inlines, one made the 2-D batch loop 2x slower.)
+    """
     n = x.size
-    for i in range(n):
-        g[i] = 0.0
     s = 0.0
     for i in range(n - 1):
         a = x[i + 1] - x[i] * x[i]
         b = 1.0 - x[i]
         s += 100.0 * a * a + b * b
-        g[i] += -400.0 * x[i] * a - 2.0 * b
-        g[i + 1] += 200.0 * a
+    for i in range(n):
+        xi = x[i]
+        gi = 0.0
+        if i > 0:
+            gi += 200.0 * (xi - x[i - 1] * x[i - 1])
+        if i < n - 1:
+            gi += -400.0 * xi * (x[i + 1] - xi * xi) - 2.0 * (1.0 - xi)
+        g[i] = gi
     return s
 
 
 @kernel
 def rosenbrock_block(X, G, F):
     """Rosenbrock for a block of starts: ``X``, ``G`` (d, B), ``F`` (B,); per start the same
-    arithmetic, in the same order, as :func:`rosenbrock_fg`."""
+    arithmetic, in the same order, as :func:`rosenbrock_fg` (rows outer, starts inner)."""
     d, B = X.shape
     for b in range(B):
         F[b] = 0.0
-    for i in range(d):
-        for b in range(B):
-            G[i, b] = 0.0
     for i in range(d - 1):
         for b in range(B):
             xi = X[i, b]
             a = X[i + 1, b] - xi * xi
             c = 1.0 - xi
             F[b] += 100.0 * a * a + c * c
-            G[i, b] += -400.0 * xi * a - 2.0 * c
-            G[i + 1, b] += 200.0 * a
+    if d == 1:
+        for b in range(B):
+            G[0, b] = 0.0
+    else:  # first row, middle rows, last row: no branch in the loops over starts
+        for b in range(B):
+            x0 = X[0, b]
+            G[0, b] = 0.0 + (-400.0 * x0 * (X[1, b] - x0 * x0) - 2.0 * (1.0 - x0))
+        for i in range(1, d - 1):
+            for b in range(B):
+                xp = X[i - 1, b]
+                xi = X[i, b]
+                a = X[i + 1, b] - xi * xi
+                G[i, b] = (0.0 + 200.0 * (xi - xp * xp)) + (-400.0 * xi * a - 2.0 * (1.0 - xi))
+        for b in range(B):
+            xp = X[d - 2, b]
+            G[d - 1, b] = 0.0 + 200.0 * (X[d - 1, b] - xp * xp)
 
 
 @kernel

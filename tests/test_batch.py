@@ -205,3 +205,31 @@ def test_block_lanes_follow_single_run_with_loop_options(extra):
                                        options={"lr": 1e-2, "maxiter": 400})
         assert not np.array_equal(plain.x, res.x)
     _rows_equal_single_runs(res, X0, [0, 13, 39], **kw)
+
+
+@pytest.mark.parametrize("lr", [1e-2, np.linspace(5e-3, 2e-2, 70)], ids=["shared", "per-start"])
+def test_block_driver_resumes_in_chunks_exactly(lr):
+    # Lanes that stop keep their state as it was when they stopped, also while the rest of
+    # their block goes on (with shared settings the block steps as one flat vector):
+    # a run in chunks of 37 iterations ends bit for bit where one uninterrupted run does.
+    from fastopt._setup import parse
+    from fastopt._workspace import Workspace
+    from fastopt.objective import prepare
+
+    X0 = np.random.default_rng(8).uniform(-2, 2, size=(70, 2))
+    X0[5] = [1e200, 1e200]  # diverges at once
+    options = {"lr": lr, "maxiter": 600, "gtol": 1e-3}
+    runs = []
+    for chunk in (10**9, 37):
+        setup = parse("adam", options, None, 2, n_starts=70)
+        objective, args = prepare(rosenbrock.block, X0[0], (), "block", None, False)
+        work = Workspace(X0.copy(), setup)
+        for _ in range(600 // chunk + 2):
+            work.run_all(setup, objective, args, chunk)
+        runs.append(work)
+    one, chunked = runs
+    statuses = one.counters[:, 4]
+    assert len(set(statuses.tolist())) >= 3  # some converge, some run out, one diverges
+    np.testing.assert_array_equal(one.X, chunked.X)
+    np.testing.assert_array_equal(one.state, chunked.state)
+    np.testing.assert_array_equal(one.counters, chunked.counters)
