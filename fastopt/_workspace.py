@@ -64,7 +64,7 @@ class Workspace:
             launch_args = (args, self.X, self.G, self.F, self.state, self.hyper, self.controls,
                            self.counters, lanes_for(d), max_steps)
         else:
-            loop = make_loop(setup.rule, objective, setup.history_every > 0)
+            loop = make_loop(setup.rule, objective, setup.history_every > 0, d)
             if not objective.compiled:
                 for i in range(self.X.shape[0]):
                     self.run_one(loop, args, max_steps, i)

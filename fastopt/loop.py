@@ -96,12 +96,19 @@ def record(x_history, f_history, every, nit, x, f):
             f_history[row] = f
 
 
-def make_loop(rule, objective, history=False):
+# From this dimension on, a first-order rule's update is called, not inlined (see make_loop).
+OUTLINE_UPDATE_DIM = 32
+
+
+def make_loop(rule, objective, history=False, d=1):
     """Build ``(run_start, run_batch)`` for one rule and one objective.
 
     The rule's ``update`` (or ``advance``) and the objective's ``fg`` are closed
     over rather than passed as arguments, so numba inlines them into the loop: at
     small d the call boundary would otherwise cost more than the update itself.
+    From ``d = OUTLINE_UPDATE_DIM`` on, the variant built calls a first-order update as a
+    function of its own: there LLVM vectorizes it fully, inlined into the loop it does
+    not (Adam at d = 1000: 1.8 against 3.6 ns per coordinate), and a call costs ~40 ns.
     ``history`` builds the variant that records iterates: the recording code,
     even never executed, costs a 2-D iteration ~20 ns, so the plain loop has none
     (closure variables are compile-time constants in numba).
@@ -110,14 +117,24 @@ def make_loop(rule, objective, history=False):
     uncompiled, calling the compiled kernels.
     """
     step = rule.update if rule.update is not None else rule.advance
+    outline = rule.update is not None and objective.compiled and d >= OUTLINE_UPDATE_DIM
     return _make_loop(step, rule.update is not None, objective.fg, objective.hess,
-                      objective.compiled, bool(history))
+                      objective.compiled, bool(history), outline)
+
+
+def _outlined(update):
+    def outlined_update(x, g, state, hyper, counters):
+        update(x, g, state, hyper, counters)
+
+    return outlined_update
 
 
 @functools.lru_cache(maxsize=256)
-def _make_loop(step, is_update, fg, hess, compiled, history):
+def _make_loop(step, is_update, fg, hess, compiled, history, outline=False):
     if is_update:
         update = step if compiled else step.py_func
+        if outline:
+            update = driver(_outlined(update))
 
         def advance(args, x, f, g, state, hyper, controls, counters):
             update(x, g, state, hyper, counters)

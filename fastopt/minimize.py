@@ -86,7 +86,7 @@ def minimize(fun, x0, args=(), method="adam", jac=None, hess=None, hessp=None, b
     setup = parse(method, options, tol, x0.size)
     objective, args = prepare(fun, x0, args, jac, hess, setup.rule.needs_hess)
     work = Workspace(x0[None, :].copy(), setup)
-    loop = make_loop(setup.rule, objective, setup.history_every > 0)
+    loop = make_loop(setup.rule, objective, setup.history_every > 0, x0.size)
     if callback is None:
         work.run_one(loop, args, MAX_STEPS)
     else:
