@@ -100,11 +100,26 @@ def user_rosenbrock_grad(x):
     return g
 
 
+@numba.njit
+def user_rosenbrock_inplace(x, g):
+    """The same, written in place: fun(x, g) -> f fills g (jac="inplace"), no allocation."""
+    g[:] = 0.0
+    s = 0.0
+    for i in range(x.size - 1):
+        a = x[i + 1] - x[i] ** 2
+        s += 100.0 * a**2 + (1.0 - x[i]) ** 2
+        g[i] += -400.0 * x[i] * a - 2.0 * (1.0 - x[i])
+        g[i + 1] += 200.0 * a
+    return s
+
+
 OBJECTIVES = {
     # fastopt's built-in in-place objective: fun(x, g) -> f with jac="inplace"
     "builtin-inplace": rosenbrock.minimize_kwargs(),
     # a user's @njit pair fun(x) -> f, jac(x) -> g (allocates g on every call)
     "user-njit-fun+jac": {"fun": user_rosenbrock, "jac": user_rosenbrock_grad},
+    # the same user's @njit objective in fastopt's in-place protocol
+    "user-njit-inplace": {"fun": user_rosenbrock_inplace, "jac": "inplace"},
 }
 # minimize_batch also takes the built-in block objective, fun(X, G, F) on (d, B) blocks
 # of starts with jac="block", where this fastopt has it (TestFunction.batch_kwargs).
@@ -143,6 +158,11 @@ def prepare_fastopt_block_batch(X0, steps, workers=None):
 def prepare_fastopt_user_batch(X0, steps, workers=None):
     """``fastopt.minimize_batch`` with a user's per-point ``@njit`` fun + jac."""
     return _prepare_fastopt_batch("user-njit-fun+jac", X0, steps, workers)
+
+
+def prepare_fastopt_user_inplace_batch(X0, steps, workers=None):
+    """``fastopt.minimize_batch`` with a user's per-point ``@njit`` in-place objective."""
+    return _prepare_fastopt_batch("user-njit-inplace", X0, steps, workers)
 
 
 def numpy_rosenbrock_grad(X, G):
@@ -265,6 +285,7 @@ BATCH_PEERS = {
     "fastopt": prepare_fastopt_batch,
     "fastopt-block": prepare_fastopt_block_batch,
     "fastopt-user-njit": prepare_fastopt_user_batch,
+    "fastopt-user-inplace": prepare_fastopt_user_inplace_batch,
     "jax-optax": prepare_jax_batch,
     "numpy": prepare_numpy_batch,
     "torch-fused": prepare_torch_batch,

@@ -10,8 +10,17 @@ pipeline, and per-step scalars are computed once per block when lanes share them
 Each lane follows exactly the per-start loop of :mod:`fastopt.loop` (same checks
 in the same order, same clipping, schedule, divergence rollback and stopping),
 and each update is the rule's per-coordinate function applied to the lane's own
-values, so a lane is bit-identical to the single-start run of that start. Lanes
-that stop are masked: their values are never written again.
+values, so a lane is bit-identical to the single-start run of that start.
+
+Two ways to update a block:
+
+* lanes with the same settings (hyperparameters, step, clipping, schedule: the
+  usual case) go through the rule's own ``update``, the per-start loop's kernel,
+  applied to the whole block as one flat vector with one row of hyperparameters.
+  Lanes that have stopped step along uselessly: their x is put back after each
+  update, and their state was saved when they stopped.
+* otherwise (a sweep of per-start options) the rule's ``update_block`` reads each
+  lane's own column of hyperparameters and leaves stopped lanes untouched.
 
 The objective is evaluated per lane (the lane's column is gathered into a
 contiguous vector for ``fg``), or, for the block protocol ``jac="block"``, once
