@@ -171,52 +171,16 @@ def lu_solve(A, b, out):
 
 
 @kernel
-def row_dot(A, i, v):
-    """``A[i] @ v``, summed as two interleaved partial sums (a shorter dependency chain)."""
-    d = v.size
-    s0 = 0.0
-    s1 = 0.0
-    j = 0
-    while j + 2 <= d:
-        s0 += A[i, j] * v[j]
-        s1 += A[i, j + 1] * v[j + 1]
-        j += 2
-    if j < d:
-        s0 += A[i, j] * v[j]
-    return s0 + s1
-
-
-@kernel
-def row_axpy_dot(q, c, A, i, B, k):
-    """``q += c * A[i]`` in place, returning ``B[k] @ q`` (new q) as :func:`row_dot` sums it."""
-    d = q.size
-    s0 = 0.0
-    s1 = 0.0
-    j = 0
-    while j + 2 <= d:
-        q0 = q[j] + c * A[i, j]
-        q1 = q[j + 1] + c * A[i, j + 1]
-        q[j] = q0
-        q[j + 1] = q1
-        s0 += B[k, j] * q0
-        s1 += B[k, j + 1] * q1
-        j += 2
-    if j < d:
-        q0 = q[j] + c * A[i, j]
-        q[j] = q0
-        s0 += B[k, j] * q0
-    return s0 + s1
-
-
-@kernel
-def lbfgs_two_loop(q, S, Y, rho, alpha, newest, count, gamma):
+def lbfgs_two_loop(q, S, Y, rho, cross, alpha, newest, count, gamma):
     r"""The L-BFGS two-loop recursion: :math:`q \leftarrow H_k q` in place.
 
     ``S`` and ``Y`` (m, d) hold the last ``count`` pairs :math:`s_i = x_{i+1} - x_i`,
-    :math:`y_i = g_{i+1} - g_i` in a ring buffer whose newest pair is row ``newest``;
-    ``rho[i] = 1 / (y_i^T s_i)``; ``alpha`` (m,) is work space. :math:`H_k` is the
-    L-BFGS inverse-Hessian approximation with :math:`H_k^0 = \gamma I` (Nocedal &
-    Wright, Algorithm 7.4):
+    :math:`y_i = g_{i+1} - g_i` in a ring buffer whose newest pair is row ``newest``
+    (the next older pair of row ``i`` is row ``i - 1``, cyclically);
+    ``rho[i] = 1 / (y_i^T s_i)``, ``cross[i]`` :math:`= s_{i-1}^T y_i`, the product of a
+    pair with the next older one (unused for the oldest pair); ``alpha`` (m,) is work
+    space. :math:`H_k` is the L-BFGS inverse-Hessian approximation with
+    :math:`H_k^0 = \gamma I` (Nocedal & Wright, Algorithm 7.4):
 
     .. math::
 
@@ -224,39 +188,89 @@ def lbfgs_two_loop(q, S, Y, rho, alpha, newest, count, gamma):
         \quad q \leftarrow \gamma q; \quad
         q \leftarrow q + (a_i - \rho_i y_i^T q)\, s_i \ \text{(oldest to newest)}.
 
-    Each update of ``q`` is fused with the next dot product, which is summed in two
-    partial sums: the recursion is a chain of dependent dot products, so their
-    latency, not their arithmetic, sets its speed.
+    The recursion is a chain of dependent dot products, so their latency, not their
+    arithmetic, sets its speed. It takes the pairs two at a time, a newer pair ``i``
+    and the next older one ``k`` (in the second loop: ``k`` and then ``i``), with
+    both dot products taken of the same ``q`` in one pass and ``q`` updated once:
+
+    .. math::
+
+        a_k = \rho_k s_k^T (q - a_i y_i) = \rho_k (s_k^T q - a_i\, \mathrm{cross}_i),
+        \qquad q \leftarrow (q - a_i y_i) - a_k y_k;
+
+        c_k = a_k - \rho_k y_k^T q, \quad
+        c_i = a_i - \rho_i (y_i^T q + c_k\, \mathrm{cross}_i),
+        \qquad q \leftarrow (q + c_k s_k) + c_i s_i.
+
+    That halves the chain; the result differs from the one-pair-at-a-time recursion
+    only by rounding. An odd last pair is taken alone.
     """
     m = S.shape[0]
     d = q.size
     i = newest
-    if count > 0:
-        t = row_dot(S, i, q)
-        for n in range(count):
-            a = rho[i] * t
-            alpha[i] = a
-            previous = i - 1 if i > 0 else m - 1
-            if n < count - 1:
-                t = row_axpy_dot(q, -a, Y, i, S, previous)
-            else:
-                for j in range(d):
-                    q[j] += -a * Y[i, j]
-            i = previous
+    n = 0
+    while n < count:  # newest to oldest
+        k = i - 1 if i > 0 else m - 1
+        si0 = 0.0
+        si1 = 0.0
+        sk0 = 0.0
+        sk1 = 0.0
+        j = 0
+        while j + 2 <= d:
+            si0 += S[i, j] * q[j]
+            sk0 += S[k, j] * q[j]
+            si1 += S[i, j + 1] * q[j + 1]
+            sk1 += S[k, j + 1] * q[j + 1]
+            j += 2
+        if j < d:
+            si0 += S[i, j] * q[j]
+            sk0 += S[k, j] * q[j]
+        a = rho[i] * (si0 + si1)
+        alpha[i] = a
+        if n + 1 < count:
+            b = rho[k] * ((sk0 + sk1) - a * cross[i])
+            alpha[k] = b
+            for j in range(d):
+                q[j] = (q[j] - a * Y[i, j]) - b * Y[k, j]
+            i = k - 1 if k > 0 else m - 1
+            n += 2
+        else:
+            for j in range(d):
+                q[j] -= a * Y[i, j]
+            i = k
+            n += 1
     for j in range(d):
         q[j] *= gamma
-    if count > 0:
-        i = i + 1 if i < m - 1 else 0  # the oldest pair
-        t = row_dot(Y, i, q)
-        for n in range(count):
-            c = alpha[i] - rho[i] * t
-            following = i + 1 if i < m - 1 else 0
-            if n < count - 1:
-                t = row_axpy_dot(q, c, S, i, Y, following)
-            else:
-                for j in range(d):
-                    q[j] += c * S[i, j]
-            i = following
+    k = i + 1 if i < m - 1 else 0  # the oldest pair
+    n = 0
+    while n < count:  # oldest to newest
+        i = k + 1 if k < m - 1 else 0
+        yk0 = 0.0
+        yk1 = 0.0
+        yi0 = 0.0
+        yi1 = 0.0
+        j = 0
+        while j + 2 <= d:
+            yk0 += Y[k, j] * q[j]
+            yi0 += Y[i, j] * q[j]
+            yk1 += Y[k, j + 1] * q[j + 1]
+            yi1 += Y[i, j + 1] * q[j + 1]
+            j += 2
+        if j < d:
+            yk0 += Y[k, j] * q[j]
+            yi0 += Y[i, j] * q[j]
+        c = alpha[k] - rho[k] * (yk0 + yk1)
+        if n + 1 < count:
+            e = alpha[i] - rho[i] * ((yi0 + yi1) + c * cross[i])
+            for j in range(d):
+                q[j] = (q[j] + c * S[k, j]) + e * S[i, j]
+            k = i + 1 if i < m - 1 else 0
+            n += 2
+        else:
+            for j in range(d):
+                q[j] += c * S[k, j]
+            k = i
+            n += 1
 
 
 @kernel

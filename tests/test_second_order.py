@@ -202,21 +202,32 @@ def test_lu_solve_matches_numpy_on_indefinite_systems(d):
     assert not la.lu_solve(A, np.ones(2), np.empty(2))
 
 
-@pytest.mark.parametrize(("d", "m", "count", "newest"), [(1, 3, 3, 0), (4, 5, 3, 4), (6, 4, 4, 2),
-                                                          (10, 10, 10, 7), (3, 2, 0, 1)])
+@pytest.mark.parametrize(("d", "m", "count", "newest"), [
+    (1, 3, 3, 0), (4, 5, 3, 4), (6, 4, 4, 2), (10, 10, 10, 7), (3, 2, 0, 1), (5, 6, 5, 1),
+    (2, 7, 6, 2), (3, 4, 1, 0), (3, 4, 2, 0), (7, 3, 2, 1)])
 def test_two_loop_recursion_matches_dense_bfgs_matrix(d, m, count, newest):
     rng = np.random.default_rng(d * 100 + m)
     S = rng.standard_normal((m, d))
     Y = S + 0.3 * rng.standard_normal((m, d))
     Y[np.einsum("ij,ij->i", S, Y) <= 0] *= -1.0  # curvature condition s'y > 0
     rho = 1.0 / np.einsum("ij,ij->i", S, Y)
+    cross = np.einsum("ij,ij->i", np.roll(S, 1, axis=0), Y)  # s_{i-1}'y_i, cyclically
     gamma = 0.7
     q = rng.standard_normal(d)
     out = q.copy()
-    la.lbfgs_two_loop(out, S, Y, rho, np.empty(m), newest, count, gamma)
+    la.lbfgs_two_loop(out, S, Y, rho, cross, np.empty(m), newest, count, gamma)
     order = [(newest - count + 1 + i) % m for i in range(count)]  # oldest to newest
     expected = naive_lbfgs_matrix(S[order], Y[order], gamma) @ q
     np.testing.assert_allclose(out, expected, rtol=1e-9, atol=1e-12)
+    # Rows outside the memory, and cross of the oldest pair, are never used.
+    unused = [i for i in range(m) if i not in order]
+    S[unused] = Y[unused] = np.nan
+    rho[unused] = cross[unused] = np.nan
+    if count:
+        cross[order[0]] = np.nan
+    again = q.copy()
+    la.lbfgs_two_loop(again, S, Y, rho, cross, np.empty(m), newest, count, gamma)
+    np.testing.assert_array_equal(again, out)
 
 
 def test_bfgs_inverse_update_matches_formula():

@@ -46,7 +46,7 @@ optax: ``optax.lbfgs(memory_size=m)`` (with its zoom line search);
 import numpy as np
 
 from .. import status as st
-from .._jit import driver, kernel
+from .._jit import driver, inlined, kernel
 from .._layout import FD_STEP, LINE_SEARCH, STATUS, STEP
 from ..linalg import bfgs_inverse_update, dot, lbfgs_two_loop
 from ..linesearch import line_search
@@ -149,9 +149,10 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
 
 # ---------------------------------------------------------------------------------
 # L-BFGS. state rows: [0, m) s pairs; [m, 2m) y pairs; 2m: direction p; 2m+1: x_k;
-# 2m+2: g_k; then the scalar area (flat): rho (m), alpha (m), [newest, count, gamma].
+# 2m+2: g_k; then the scalar area (flat): rho (m), alpha (m), cross (m) (s_{i-1}^T y_i,
+# see lbfgs_two_loop), [newest, count, gamma].
 def _lbfgs_scalar_rows(d, m):
-    return -(-(2 * m + 3) // d)
+    return -(-(3 * m + 3) // d)
 
 
 def _lbfgs_n_state(d, values):
@@ -159,9 +160,13 @@ def _lbfgs_n_state(d, values):
     return 2 * m + 3 + _lbfgs_scalar_rows(d, m)
 
 
-@driver
+@inlined
 def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
-    """One L-BFGS iteration (see the module docstring); callable from ``@njit`` code."""
+    """One L-BFGS iteration (see the module docstring); callable from ``@njit`` code.
+
+    Inlined into the compiled loop (the loop has no other call boundary per
+    iteration to pay: ~20 ns at d = 10).
+    """
     d = x.size
     c1 = hyper[0]
     c2 = hyper[1]
@@ -174,10 +179,11 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     flat = state[2 * m + 3:].reshape(-1)
     rho = flat[0:m]
     alpha_work = flat[m:2 * m]
+    cross = flat[2 * m:3 * m]
     kind = int(controls[LINE_SEARCH])
     fd_step = controls[FD_STEP]
-    newest = int(flat[2 * m])
-    count = int(flat[2 * m + 1])
+    newest = int(flat[3 * m])
+    count = int(flat[3 * m + 1])
     if counters[STEP] == 0:
         newest = m - 1
         count = 0
@@ -196,7 +202,7 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
         for i in range(d):
             p[i] = -gk[i]
         if count > 0:
-            lbfgs_two_loop(p, S, Y, rho, alpha_work, newest, count, flat[2 * m + 2])
+            lbfgs_two_loop(p, S, Y, rho, cross, alpha_work, newest, count, flat[3 * m + 2])
         dphi0 = dot(gk, p)
         if not dphi0 < 0.0 and count > 0:
             count = 0
@@ -216,30 +222,29 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
         for i in range(d):
             x[i] = xk[i]
             g[i] = gk[i]
-        flat[2 * m] = newest
-        flat[2 * m + 1] = count
+        flat[3 * m] = newest
+        flat[3 * m + 1] = count
         counters[STATUS] = st.LINE_SEARCH_FAILED if f_new - f_new == 0.0 else st.DIVERGED
         return f
     counters[STEP] += 1
     # The new pair goes to the next row of the ring (its rows are only written here).
     j = newest + 1 if newest < m - 1 else 0
-    sj = S[j]
-    yj = Y[j]
     for i in range(d):
-        sj[i] = alpha * p[i]
-        yj[i] = g[i] - gk[i]
-    sy = dot(sj, yj)
+        S[j, i] = alpha * p[i]
+        Y[j, i] = g[i] - gk[i]
+    sy = dot(S[j], Y[j])
     if sy > EPS * (-alpha * dphi0):
         rho[j] = 1.0 / sy
-        flat[2 * m + 2] = sy / dot(yj, yj)  # gamma = s'y / y'y of the newest pair
+        cross[j] = dot(S[newest], Y[j])  # with the pair before it (unused if there is none)
+        flat[3 * m + 2] = sy / dot(Y[j], Y[j])  # gamma = s'y / y'y of the newest pair
         newest = j
         if count < m:
             count += 1
     elif count == m:
         # The skipped pair overwrote the oldest one: drop it from the memory.
         count -= 1
-    flat[2 * m] = newest
-    flat[2 * m + 1] = count
+    flat[3 * m] = newest
+    flat[3 * m + 1] = count
     return f_new
 
 
