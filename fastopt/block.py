@@ -287,10 +287,11 @@ def _make_block_loop(update, update_block, fg, block_fun):
                         h_shared[0] = Ht[0, b]
             if shared:
                 update(X_flat, G_flat, S_flat, h_shared, shared_counters)
-                for i in range(d):
-                    for b in range(B):
-                        new, old = Xb[i, b], Xp[i, b]
-                        Xb[i, b] = new if active[b] else old
+                if n_active < B:  # put stopped lanes back
+                    for i in range(d):
+                        for b in range(B):
+                            new, old = Xb[i, b], Xp[i, b]
+                            Xb[i, b] = new if active[b] else old
             else:
                 update_block(Xb, Gb, Sb, Ht, step, active, scratch)
             evaluate(args, Xb, Gb, Fb, active, controls, counters, lo, xbuf, gbuf, Gs, Fs)
