@@ -284,6 +284,35 @@ def test_wolfe_search_matches_scipy_dcsrch(func, x0, stp):
     assert f <= f0 + 1e-4 * alpha * dphi0 and abs(g @ p) <= 0.9 * abs(dphi0)
 
 
+@pytest.mark.parametrize("kind", [ls.NONE, ls.STRONG_WOLFE, ls.ARMIJO])
+@pytest.mark.parametrize(("func", "x0", "stp"), [
+    (rosenbrock, [-1.2, 1.0], 1.0), (rosenbrock, [-1.2, 1.0], 1e-3), (himmelblau, [0.0, 0.0], 1.0),
+    (beale, [1.0, 1.0], 0.2)])
+def test_first_trial_then_search_from_it_is_the_whole_search(kind, func, x0, stp):
+    # What the rules do (evaluate the first trial, search on only if it is not accepted)
+    # gives line_search's result with the same evaluations.
+    x0 = np.array(x0)
+    p = -func.grad(x0)
+    fg, phi, dphi = _ray(func.fun, func.grad, x0, p)
+    f0, dphi0 = phi(0.0), dphi(0.0)
+    consts = (1e-4, 0.9, 1e-14, 1e-100, 1e100, 100)
+    c_whole, x_whole, g_whole = np.zeros(6, dtype=np.int64), np.empty(2), np.empty(2)
+    whole = ls.line_search(kind, fg, (), 0.0, c_whole, x_whole, g_whole, x0, p, f0, dphi0, stp,
+                           *consts)
+    counters, x, g = np.zeros(6, dtype=np.int64), np.empty(2), np.empty(2)
+    f, slope = ls.trial(fg, (), 0.0, counters, x, g, x0, p, stp)
+    if ls.accepts_first_trial(kind, f, slope, f0, dphi0, stp, *consts[:2]):
+        split = (f, stp, True)
+        assert c_whole[1] == 1
+    else:
+        split = ls.search_from_trial(kind, fg, (), 0.0, counters, x, g, x0, p, f0, dphi0, stp, f,
+                                     slope, *consts)
+    assert split == whole and whole[2]
+    np.testing.assert_array_equal(counters, c_whole)
+    np.testing.assert_array_equal(x, x_whole)
+    np.testing.assert_array_equal(g, g_whole)
+
+
 def test_armijo_search_gives_sufficient_decrease_and_backtracks():
     x0 = np.array([-1.2, 1.0])
     p = -rosenbrock.grad(x0)

@@ -49,7 +49,7 @@ from .. import status as st
 from .._jit import driver, inlined, kernel
 from .._layout import FD_STEP, LINE_SEARCH, STATUS, STEP
 from ..linalg import bfgs_inverse_update, dot, lbfgs_two_loop
-from ..linesearch import line_search
+from ..linesearch import accepts_first_trial, line_search, search_from_trial, trial
 from ._spec import Rule, check_range
 
 EPS = float(np.finfo(np.float64).eps)
@@ -213,9 +213,13 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
             alpha = min(1.0 / np.sqrt(dot(p, p)), LBFGS_STPMAX)
         else:
             alpha = 1.0
-        f_new, alpha, ok = line_search(kind, fg, args, fd_step, counters, x, g, xk, p, f, dphi0,
-                                       alpha, c1, c2, LBFGS_XTOL, LBFGS_STPMIN, LBFGS_STPMAX,
-                                       LBFGS_MAXFEV)
+        # line_search, with the first trial here: most iterations accept it.
+        f_new, dphi = trial(fg, args, fd_step, counters, x, g, xk, p, alpha)
+        ok = accepts_first_trial(kind, f_new, dphi, f, dphi0, alpha, c1, c2)
+        if not ok:
+            f_new, alpha, ok = search_from_trial(kind, fg, args, fd_step, counters, x, g, xk, p, f,
+                                                 dphi0, alpha, f_new, dphi, c1, c2, LBFGS_XTOL,
+                                                 LBFGS_STPMIN, LBFGS_STPMAX, LBFGS_MAXFEV)
         if ok:
             break
     if not ok:
