@@ -12,7 +12,8 @@ is microseconds) and allocates nothing.
 * :func:`lu_solve` -- Gaussian elimination with partial pivoting, in place, for
   the symmetric indefinite systems of regularized Newton (and to tell a singular
   matrix from an indefinite one).
-* :func:`lbfgs_two_loop` -- the L-BFGS two-loop recursion :math:`q \leftarrow H_k q`.
+* :func:`lbfgs_two_loop` -- the L-BFGS two-loop recursion :math:`q \leftarrow H_k q`;
+  :func:`lbfgs_new_pair` stores a new pair and the products the recursion needs.
 * :func:`bfgs_inverse_update` -- the BFGS update of an inverse Hessian.
 
 All are ``fastopt._jit.kernel``: cached, inlined into compiled callers, and
@@ -271,6 +272,50 @@ def lbfgs_two_loop(q, S, Y, rho, cross, alpha, newest, count, gamma):
                 q[j] += c * S[k, j]
             k = i
             n += 1
+
+
+@kernel
+def lbfgs_new_pair(S, Y, j, newest, alpha, p, g, gk):
+    r"""Store the pair :math:`s = \alpha p`, :math:`y = g - g_k` as row ``j`` of ``S``, ``Y``.
+
+    Returns :math:`s^T y`, :math:`y^T y` and :math:`s_{\text{newest}}^T y` (the
+    ``cross`` product of the new pair with row ``newest`` of ``S``, see
+    :func:`lbfgs_two_loop`), each summed as :func:`dot` sums it, in the pass that
+    writes the pair.
+    """
+    d = p.size
+    sy0 = 0.0
+    sy1 = 0.0
+    yy0 = 0.0
+    yy1 = 0.0
+    sw0 = 0.0
+    sw1 = 0.0
+    i = 0
+    while i + 2 <= d:
+        s0 = alpha * p[i]
+        s1 = alpha * p[i + 1]
+        y0 = g[i] - gk[i]
+        y1 = g[i + 1] - gk[i + 1]
+        S[j, i] = s0
+        S[j, i + 1] = s1
+        Y[j, i] = y0
+        Y[j, i + 1] = y1
+        sy0 += s0 * y0
+        sy1 += s1 * y1
+        yy0 += y0 * y0
+        yy1 += y1 * y1
+        sw0 += S[newest, i] * y0
+        sw1 += S[newest, i + 1] * y1
+        i += 2
+    if i < d:
+        s0 = alpha * p[i]
+        y0 = g[i] - gk[i]
+        S[j, i] = s0
+        Y[j, i] = y0
+        sy0 += s0 * y0
+        yy0 += y0 * y0
+        sw0 += S[newest, i] * y0
+    return sy0 + sy1, yy0 + yy1, sw0 + sw1
 
 
 @kernel

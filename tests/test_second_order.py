@@ -230,6 +230,19 @@ def test_two_loop_recursion_matches_dense_bfgs_matrix(d, m, count, newest):
     np.testing.assert_array_equal(again, out)
 
 
+@pytest.mark.parametrize("d", [1, 4, 7])
+def test_lbfgs_new_pair_stores_the_pair_and_its_products(d):
+    rng = np.random.default_rng(d)
+    m, j, newest = 4, 2, 1
+    S, Y = rng.standard_normal((m, d)), rng.standard_normal((m, d))
+    alpha, p, g, gk = 0.3, rng.standard_normal(d), rng.standard_normal(d), rng.standard_normal(d)
+    sy, yy, cross = la.lbfgs_new_pair(S, Y, j, newest, alpha, p, g, gk)
+    np.testing.assert_array_equal(S[j], alpha * p)
+    np.testing.assert_array_equal(Y[j], g - gk)
+    assert sy == la.dot(S[j], Y[j]) and yy == la.dot(Y[j], Y[j])
+    assert cross == la.dot(S[newest], Y[j])
+
+
 def test_bfgs_inverse_update_matches_formula():
     rng = np.random.default_rng(3)
     d = 6

@@ -48,7 +48,7 @@ import numpy as np
 from .. import status as st
 from .._jit import driver, inlined, kernel
 from .._layout import FD_STEP, LINE_SEARCH, STATUS, STEP
-from ..linalg import bfgs_inverse_update, dot, lbfgs_two_loop
+from ..linalg import bfgs_inverse_update, dot, lbfgs_new_pair, lbfgs_two_loop
 from ..linesearch import accepts_first_trial, line_search, search_from_trial, trial
 from ._spec import Rule, check_range
 
@@ -105,6 +105,7 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     for i in range(d):
         xk[i] = x[i]
         gk[i] = g[i]
+        p[i] = -g[i]
     ok = False
     f_new = f
     alpha = 0.0
@@ -190,6 +191,7 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     for i in range(d):
         xk[i] = x[i]
         gk[i] = g[i]
+        p[i] = -g[i]
     ok = False
     f_new = f
     alpha = 0.0
@@ -199,8 +201,8 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
             if count == 0:
                 break  # steepest descent has failed already
             count = 0  # restart from steepest descent with an empty memory
-        for i in range(d):
-            p[i] = -gk[i]
+            for i in range(d):
+                p[i] = -gk[i]
         if count > 0:
             lbfgs_two_loop(p, S, Y, rho, cross, alpha_work, newest, count, flat[3 * m + 2])
         dphi0 = dot(gk, p)
@@ -233,14 +235,11 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     counters[STEP] += 1
     # The new pair goes to the next row of the ring (its rows are only written here).
     j = newest + 1 if newest < m - 1 else 0
-    for i in range(d):
-        S[j, i] = alpha * p[i]
-        Y[j, i] = g[i] - gk[i]
-    sy = dot(S[j], Y[j])
+    sy, yy, cross_j = lbfgs_new_pair(S, Y, j, newest, alpha, p, g, gk)
     if sy > EPS * (-alpha * dphi0):
         rho[j] = 1.0 / sy
-        cross[j] = dot(S[newest], Y[j])  # with the pair before it (unused if there is none)
-        flat[3 * m + 2] = sy / dot(Y[j], Y[j])  # gamma = s'y / y'y of the newest pair
+        cross[j] = cross_j  # with the pair before it (unused if there is none)
+        flat[3 * m + 2] = sy / yy  # gamma = s'y / y'y of the newest pair
         newest = j
         if count < m:
             count += 1
