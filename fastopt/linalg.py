@@ -196,15 +196,17 @@ def lbfgs_two_loop(q, S, Y, rho, cross, alpha, newest, count, gamma):
 
     .. math::
 
-        a_k = \rho_k s_k^T (q - a_i y_i) = \rho_k (s_k^T q - a_i\, \mathrm{cross}_i),
+        a_k = \rho_k s_k^T (q - a_i y_i) = \rho_k s_k^T q - a_i (\rho_k \mathrm{cross}_i),
         \qquad q \leftarrow (q - a_i y_i) - a_k y_k;
 
         c_k = a_k - \rho_k y_k^T q, \quad
-        c_i = a_i - \rho_i (y_i^T q + c_k\, \mathrm{cross}_i),
+        c_i = (a_i - \rho_i y_i^T q) - c_k (\rho_i \mathrm{cross}_i),
         \qquad q \leftarrow (q + c_k s_k) + c_i s_i.
 
-    That halves the chain; the result differs from the one-pair-at-a-time recursion
-    only by rounding. An odd last pair is taken alone.
+    That halves the chain, and the second coefficient of a step waits on the first
+    for one multiplication and one subtraction only (:math:`\rho_k s_k^T q` and
+    :math:`\rho_k \mathrm{cross}_i` do not wait). The result differs from the
+    one-pair-at-a-time recursion only by rounding. An odd last pair is taken alone.
     """
     m = S.shape[0]
     d = q.size
@@ -229,7 +231,7 @@ def lbfgs_two_loop(q, S, Y, rho, cross, alpha, newest, count, gamma):
         a = rho[i] * (si0 + si1)
         alpha[i] = a
         if n + 1 < count:
-            b = rho[k] * ((sk0 + sk1) - a * cross[i])
+            b = rho[k] * (sk0 + sk1) - a * (rho[k] * cross[i])
             alpha[k] = b
             for j in range(d):
                 q[j] = (q[j] - a * Y[i, j]) - b * Y[k, j]
@@ -262,7 +264,7 @@ def lbfgs_two_loop(q, S, Y, rho, cross, alpha, newest, count, gamma):
             yi0 += Y[i, j] * q[j]
         c = alpha[k] - rho[k] * (yk0 + yk1)
         if n + 1 < count:
-            e = alpha[i] - rho[i] * ((yi0 + yi1) + c * cross[i])
+            e = (alpha[i] - rho[i] * (yi0 + yi1)) - c * (rho[i] * cross[i])
             for j in range(d):
                 q[j] = (q[j] + c * S[k, j]) + e * S[i, j]
             k = i + 1 if i < m - 1 else 0
