@@ -214,19 +214,21 @@ def test_two_loop_recursion_matches_dense_bfgs_matrix(d, m, count, newest):
     cross = np.einsum("ij,ij->i", np.roll(S, 1, axis=0), Y)  # s_{i-1}'y_i, cyclically
     gamma = 0.7
     q = rng.standard_normal(d)
+    pairs = np.vstack([S, Y, np.full((2, d), np.nan)])  # rows from 2m on are not read
+    coef = np.concatenate([rho, np.full(m, np.nan), cross, [np.nan]])  # [m, 2m): work space
     out = q.copy()
-    la.lbfgs_two_loop(out, S, Y, rho, cross, np.empty(m), newest, count, gamma)
+    la.lbfgs_two_loop(out, pairs, coef, m, newest, count, gamma)
     order = [(newest - count + 1 + i) % m for i in range(count)]  # oldest to newest
     expected = naive_lbfgs_matrix(S[order], Y[order], gamma) @ q
     np.testing.assert_allclose(out, expected, rtol=1e-9, atol=1e-12)
-    # Rows outside the memory, and cross of the oldest pair, are never used.
+    # Slots outside the memory, and cross of the oldest pair, are never used.
     unused = [i for i in range(m) if i not in order]
-    S[unused] = Y[unused] = np.nan
-    rho[unused] = cross[unused] = np.nan
+    pairs[unused] = pairs[[m + i for i in unused]] = np.nan
+    coef[unused] = coef[[2 * m + i for i in unused]] = np.nan
     if count:
-        cross[order[0]] = np.nan
+        coef[2 * m + order[0]] = np.nan
     again = q.copy()
-    la.lbfgs_two_loop(again, S, Y, rho, cross, np.empty(m), newest, count, gamma)
+    la.lbfgs_two_loop(again, pairs, coef, m, newest, count, gamma)
     np.testing.assert_array_equal(again, out)
 
 
@@ -234,13 +236,17 @@ def test_two_loop_recursion_matches_dense_bfgs_matrix(d, m, count, newest):
 def test_lbfgs_new_pair_stores_the_pair_and_its_products(d):
     rng = np.random.default_rng(d)
     m, j, newest = 4, 2, 1
-    S, Y = rng.standard_normal((m, d)), rng.standard_normal((m, d))
+    pairs = rng.standard_normal((2 * m + 1, d))
+    before = pairs.copy()
     alpha, p, g, gk = 0.3, rng.standard_normal(d), rng.standard_normal(d), rng.standard_normal(d)
-    sy, yy, cross = la.lbfgs_new_pair(S, Y, j, newest, alpha, p, g, gk)
-    np.testing.assert_array_equal(S[j], alpha * p)
-    np.testing.assert_array_equal(Y[j], g - gk)
-    assert sy == la.dot(S[j], Y[j]) and yy == la.dot(Y[j], Y[j])
-    assert cross == la.dot(S[newest], Y[j])
+    sy, yy, cross = la.lbfgs_new_pair(pairs, m, j, newest, alpha, p, g, gk)
+    s, y = pairs[j], pairs[m + j]
+    np.testing.assert_array_equal(s, alpha * p)
+    np.testing.assert_array_equal(y, g - gk)
+    others = [i for i in range(2 * m + 1) if i not in (j, m + j)]
+    np.testing.assert_array_equal(pairs[others], before[others])
+    assert sy == la.dot(s, y) and yy == la.dot(y, y)
+    assert cross == la.dot(pairs[newest], y)
 
 
 def test_bfgs_inverse_update_matches_formula():

@@ -149,9 +149,9 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
 
 
 # ---------------------------------------------------------------------------------
-# L-BFGS. state rows: [0, m) s pairs; [m, 2m) y pairs; 2m: direction p; 2m+1: x_k;
-# 2m+2: g_k; then the scalar area (flat): rho (m), alpha (m), cross (m) (s_{i-1}^T y_i,
-# see lbfgs_two_loop), [newest, count, gamma].
+# L-BFGS. state rows: [0, m) s pairs; [m, 2m) y pairs (the ``pairs`` of lbfgs_two_loop);
+# 2m: direction p; 2m+1: x_k; 2m+2: g_k; then the scalar area (flat): the ``coef`` of
+# lbfgs_two_loop (rho (m), work (m), cross (m)), then [newest, count, gamma].
 def _lbfgs_scalar_rows(d, m):
     return -(-(3 * m + 3) // d)
 
@@ -166,21 +166,17 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     """One L-BFGS iteration (see the module docstring); callable from ``@njit`` code.
 
     Inlined into the compiled loop (the loop has no other call boundary per
-    iteration to pay: ~20 ns at d = 10).
+    iteration to pay: ~20 ns at d = 10). ``state`` itself is the kernels' ``pairs``
+    and its scalar area their ``coef`` (see :func:`~fastopt.linalg.lbfgs_two_loop`).
     """
     d = x.size
     c1 = hyper[0]
     c2 = hyper[1]
     m = int(hyper[2])
-    S = state[0:m]
-    Y = state[m:2 * m]
     p = state[2 * m]
     xk = state[2 * m + 1]
     gk = state[2 * m + 2]
     flat = state[2 * m + 3:].reshape(-1)
-    rho = flat[0:m]
-    alpha_work = flat[m:2 * m]
-    cross = flat[2 * m:3 * m]
     kind = int(controls[LINE_SEARCH])
     fd_step = controls[FD_STEP]
     newest = int(flat[3 * m])
@@ -204,7 +200,7 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
             for i in range(d):
                 p[i] = -gk[i]
         if count > 0:
-            lbfgs_two_loop(p, S, Y, rho, cross, alpha_work, newest, count, flat[3 * m + 2])
+            lbfgs_two_loop(p, state, flat, m, newest, count, flat[3 * m + 2])
         dphi0 = dot(gk, p)
         if not dphi0 < 0.0 and count > 0:
             count = 0
@@ -235,10 +231,10 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     counters[STEP] += 1
     # The new pair goes to the next row of the ring (its rows are only written here).
     j = newest + 1 if newest < m - 1 else 0
-    sy, yy, cross_j = lbfgs_new_pair(S, Y, j, newest, alpha, p, g, gk)
+    sy, yy, cross = lbfgs_new_pair(state, m, j, newest, alpha, p, g, gk)
     if sy > EPS * (-alpha * dphi0):
-        rho[j] = 1.0 / sy
-        cross[j] = cross_j  # with the pair before it (unused if there is none)
+        flat[j] = 1.0 / sy  # rho
+        flat[2 * m + j] = cross  # with the pair before it (unused if there is none)
         flat[3 * m + 2] = sy / yy  # gamma = s'y / y'y of the newest pair
         newest = j
         if count < m:
