@@ -179,12 +179,13 @@ def lbfgs_two_loop(q, pairs, coef, m, newest, count, gamma):
     :math:`s_i = x_{i+1} - x_i`, :math:`y_i = g_{i+1} - g_i`; the newest is in slot
     ``newest`` and the next older pair of slot ``i`` in slot ``i - 1`` (cyclically).
     Slot ``i`` is :math:`s_i` = ``pairs[i]`` and :math:`y_i` = ``pairs[m + i]`` (rows
-    from ``2 m`` on are not read), and in ``coef``: :math:`\rho_i = 1 / y_i^T s_i` at
-    ``[i]``, work space at ``[m + i]``, and :math:`\mathrm{cross}_i = s_{i-1}^T y_i`
-    (the product with the next older pair; unused for the oldest) at ``[2 m + i]``.
-    Two arrays, which L-BFGS passes as they are (its state and scalar area), rather
-    than views of their rows: five views cost its loop ~13 ns per iteration at
-    d = 10. :math:`H_k` is the L-BFGS inverse-Hessian approximation with
+    from ``2 m`` on are not read), and in ``coef.flat`` (``coef`` C-contiguous, of any
+    shape): :math:`\rho_i = 1 / y_i^T s_i` at ``[i]``, work space at ``[m + i]``, and
+    :math:`\mathrm{cross}_i = s_{i-1}^T y_i` (the product with the next older pair;
+    unused for the oldest) at ``[2 m + i]``. L-BFGS passes its state and the 2-D
+    rows of its scalar area as they are: at d = 10, five views of rows cost its loop
+    ~13 ns per iteration, and a 1-D view (numba's reshape, a call to a C helper)
+    ~15 ns. :math:`H_k` is the L-BFGS inverse-Hessian approximation with
     :math:`H_k^0 = \gamma I` (Nocedal & Wright, Algorithm 7.4):
 
     .. math::
@@ -213,6 +214,7 @@ def lbfgs_two_loop(q, pairs, coef, m, newest, count, gamma):
     one-pair-at-a-time recursion only by rounding. An odd last pair is taken alone.
     """
     d = q.size
+    coef = coef.flat
     i = newest
     n = 0
     while n < count:  # newest to oldest: s rows i, k; y rows m + i, m + k

@@ -92,7 +92,7 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     xk = state[d + 1]
     gk = state[d + 2]
     work = state[d + 3]
-    scalars = state[d + 4:].reshape(-1)
+    scalars = state[d + 4:].flat
     c1 = hyper[0]
     c2 = hyper[1]
     kind = int(controls[LINE_SEARCH])
@@ -167,7 +167,8 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
 
     Inlined into the compiled loop (the loop has no other call boundary per
     iteration to pay: ~20 ns at d = 10). ``state`` itself is the kernels' ``pairs``
-    and its scalar area their ``coef`` (see :func:`~fastopt.linalg.lbfgs_two_loop`).
+    and its scalar rows their ``coef`` (see :func:`~fastopt.linalg.lbfgs_two_loop`),
+    indexed here through ``.flat``.
     """
     d = x.size
     c1 = hyper[0]
@@ -176,7 +177,8 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     p = state[2 * m]
     xk = state[2 * m + 1]
     gk = state[2 * m + 2]
-    flat = state[2 * m + 3:].reshape(-1)
+    area = state[2 * m + 3:]
+    flat = area.flat  # indexable like area.reshape(-1), without numba's reshape call
     kind = int(controls[LINE_SEARCH])
     fd_step = controls[FD_STEP]
     newest = int(flat[3 * m])
@@ -200,7 +202,7 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
             for i in range(d):
                 p[i] = -gk[i]
         if count > 0:
-            lbfgs_two_loop(p, state, flat, m, newest, count, flat[3 * m + 2])
+            lbfgs_two_loop(p, state, area, m, newest, count, flat[3 * m + 2])
         dphi0 = dot(gk, p)
         if not dphi0 < 0.0 and count > 0:
             count = 0
