@@ -262,8 +262,8 @@ def section_batch(S, repeats, targets):
         "(`rosenbrock.minimize_kwargs()`), fastopt-block = built-in block objective "
         "(`rosenbrock.batch_kwargs()`, jac='block'), fastopt-user-njit = a user's per-point "
         "@njit fun + jac (jac allocates its result), fastopt-user-inplace = the same user's "
-        "per-point @njit objective written in place (jac='inplace'). Ratios < 1: fastopt is faster. |Δx| = max difference of the final "
-        "points from fastopt's.\n")
+        "per-point @njit objective written in place (jac='inplace'). Ratios < 1: fastopt is "
+        "faster. |Δx| = max difference of the final points from fastopt's.\n")
     goals = {"jax-optax": 0.75, "numpy": 0.1, "torch-fused": 0.3}
     bases = ("fastopt", "fastopt-block")
     for shape in S["batch_shapes"]:
