@@ -27,14 +27,14 @@ Most quasi-Newton iterations accept the first trial step, so the rules evaluate
 it themselves (:func:`trial`), test it with :func:`accepts_first_trial` and only
 then call :func:`search_from_trial`, which goes on from that evaluated trial
 exactly as the whole search would (:func:`line_search` is the three in one):
-a search is a call of its own, and skipping it saves ~25 ns per L-BFGS iteration
+a search is a call of its own, and skipping it saved ~35 ns per L-BFGS iteration
 at d = 10.
 
 They take the objective as an argument, so they are ``register_jitable``: plain
 Python when called from Python (fastopt's Python fallback), compiled from numba
 code. Only :func:`trial` is inlined into its caller; the searches are compiled as
-functions of their own (inlining them too costs each loop's compile 3-18 s more
-for ~10 ns per iteration). :func:`dcstep`, :func:`armijo_trial_step` and
+functions of their own (inlining them too made each loop's compile 3-18 s longer,
+for ~10 ns per L-BFGS iteration). :func:`dcstep`, :func:`armijo_trial_step` and
 :func:`accepts_first_trial` take no function and are cached kernels.
 """
 
