@@ -92,7 +92,7 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     xk = state[d + 1]
     gk = state[d + 2]
     work = state[d + 3]
-    scalars = state[d + 4:].flat
+    scalars = state[d + 4:].flat  # indexable like a 1-D view, without numba's reshape call
     c1 = hyper[0]
     c2 = hyper[1]
     kind = int(controls[LINE_SEARCH])
