@@ -53,6 +53,7 @@ from ._layout import (
     XTOL,
 )
 from .clipping import clip_by_norm, clip_by_value
+from .loop import called_update
 from .objective import call_block
 from .schedules import scheduled_lr
 
@@ -79,16 +80,12 @@ def make_block_loop(rule, objective):
 
 
 @inlined
-def lanes_share_settings(hyper, controls, counters, lo, live):
+def lanes_share_settings(hyper, controls, counters, lo, live, first):
     """True if every live lane of the block has the same hyperparameters, step, nit,
-    clipping and schedule: they can then be advanced as one flat vector."""
-    first = -1
+    clipping and schedule as row ``first``: they can then be advanced as one flat vector."""
     for b in range(live.size):
-        if not live[b]:
-            continue
         r = lo + b
-        if first < 0:
-            first = r
+        if not live[b] or r == first:
             continue
         if counters[r, STEP] != counters[first, STEP] or counters[r, NIT] != counters[first, NIT]:
             return False
@@ -105,15 +102,7 @@ def lanes_share_settings(hyper, controls, counters, lo, live):
 def _make_block_loop(update, update_block, fg, block_fun):
     blockwise = block_fun is not None
 
-    @driver
-    def update_flat(x, g, state, hyper, counters):
-        """The rule's ``update`` on a whole block as one flat vector.
-
-        Called, not inlined: inlined into this driver LLVM vectorizes it worse
-        (measured, Adam: d = 2, 10.8 against 8.2 ns per start-step; d = 10, 50.8
-        against 31.8), as in :func:`fastopt.loop.make_loop` at large d.
-        """
-        update(x, g, state, hyper, counters)
+    update_flat = called_update(update)  # called, not inlined: see called_update
 
     @inlined
     def evaluate(args, Xb, Gb, Fb, mask, controls, counters, lo, xbuf, gbuf, Gs, Fs):
@@ -199,12 +188,12 @@ def _make_block_loop(update, update_block, fg, block_fun):
         # ``update`` (the per-start loop's kernel) with one row of hyperparameters; lanes
         # that stop are frozen (x restored after each update) and their state saved as
         # they stop. Otherwise each lane reads its own column of hyperparameters.
-        shared = lanes_share_settings(hyper, controls, counters, lo, live)
         first = lo
         for b in range(B):
             if live[b]:
                 first = lo + b
                 break
+        shared = lanes_share_settings(hyper, controls, counters, lo, live, first)
         h_shared = hyper[first].copy()
         shared_counters = counters[first].copy()
         X_flat = Xb.reshape(d * B)

@@ -115,8 +115,8 @@ def rosenbrock_fg(x, g):
     """Rosenbrock value, with its gradient written into ``g`` (no allocation).
 
     With :math:`a_i = x_{i+1} - x_i^2`: :math:`g_i = 200 a_{i-1} - 400 x_i a_i - 2 (1 - x_i)`,
-    each :math:`g_i` computed whole (no update of :math:`g_{i+1}` for the next iteration
-    to wait for), so the gradient loop vectorizes. The value is one serial sum. (No early
+    each :math:`g_i` computed whole: no update of :math:`g_{i+1}` for the next iteration to
+    wait for (d = 1000: 1.03 against 1.33 us). The value is one serial sum. (No early
     ``return``: in a function numba inlines, one made the 2-D batch loop 2x slower.)
     """
     n = x.size

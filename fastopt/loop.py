@@ -106,9 +106,8 @@ def make_loop(rule, objective, history=False, d=1):
     The rule's ``update`` (or ``advance``) and the objective's ``fg`` are closed
     over rather than passed as arguments, so numba inlines them into the loop: at
     small d the call boundary would otherwise cost more than the update itself.
-    From ``d = OUTLINE_UPDATE_DIM`` on, the variant built calls a first-order update as a
-    function of its own: there LLVM vectorizes it fully, inlined into the loop it does
-    not (Adam at d = 1000: 1.8 against 3.6 ns per coordinate), and a call costs ~40 ns.
+    From ``d = OUTLINE_UPDATE_DIM`` on, the variant built calls a first-order update
+    (:func:`called_update`) instead.
     ``history`` builds the variant that records iterates: the recording code,
     even never executed, costs a 2-D iteration ~20 ns, so the plain loop has none
     (closure variables are compile-time constants in numba).
@@ -122,11 +121,18 @@ def make_loop(rule, objective, history=False, d=1):
                       objective.compiled, bool(history), outline)
 
 
-def _outlined(update):
+@functools.lru_cache(maxsize=64)
+def called_update(update):
+    """A first-order ``update`` compiled as a function of its own, for loops to call.
+
+    Inlined into a large loop (this one at large d, or the block driver), LLVM leaves the
+    rule's option branches inside the vectorized loop; compiled alone it vectorizes fully
+    (Adam at d = 1000: 3.6 against 1.8 ns per coordinate). A call costs ~40 ns.
+    """
     def outlined_update(x, g, state, hyper, counters):
         update(x, g, state, hyper, counters)
 
-    return outlined_update
+    return driver(outlined_update)
 
 
 @functools.lru_cache(maxsize=256)
@@ -134,7 +140,7 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False):
     if is_update:
         update = step if compiled else step.py_func
         if outline:
-            update = driver(_outlined(update))
+            update = called_update(update)
 
         def advance(args, x, f, g, state, hyper, controls, counters):
             update(x, g, state, hyper, counters)
