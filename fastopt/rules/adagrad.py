@@ -26,8 +26,6 @@ from .._jit import kernel, parallel_kernel
 from .._layout import STEP
 from ._spec import Rule, check_range
 
-PARALLEL_CHUNK = 1 << 15
-
 
 @kernel
 def adagrad_coord(p, g, state_sum, clr, weight_decay, eps, maximize):
@@ -68,10 +66,9 @@ def adagrad_update_parallel(param, grad, step, state_sum, lr, lr_decay, weight_d
     """Multithreaded :func:`adagrad_update`; identical numerics."""
     step[0] += 1
     clr = adagrad_clr(step[0], lr, lr_decay)
-    n = param.size
-    for c in prange((n + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK):
-        adagrad_elementwise(c * PARALLEL_CHUNK, min(n, (c + 1) * PARALLEL_CHUNK), param, grad,
-                            state_sum, clr, weight_decay, eps, maximize)
+    for i in prange(param.size):
+        param[i], state_sum[i] = adagrad_coord(param[i], grad[i], state_sum[i], clr,
+                                               weight_decay, eps, maximize)
 
 
 @kernel

@@ -26,23 +26,20 @@ from .._jit import kernel, parallel_kernel
 from .._layout import STEP
 from ._spec import Rule, check_range
 
-PARALLEL_CHUNK = 1 << 15
-
 
 @kernel
-def adam_coord(p, g, m, v, v_max, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
-               decoupled, step_size, bias_correction2_sqrt):
+def adam_coord(p, g, m, v, v_max, beta1, beta2, eps, param_scale, grad_decay, amsgrad, maximize,
+               step_size, bias_correction2_sqrt):
     """The Adam rule for one coordinate: returns ``(param, exp_avg, exp_avg_sq, max_exp_avg_sq)``.
 
-    ``step_size`` and ``bias_correction2_sqrt`` come from :func:`adam_step_sizes`.
+    ``param_scale`` and ``grad_decay`` come from :func:`adam_weight_decay`,
+    ``step_size`` and ``bias_correction2_sqrt`` from :func:`adam_step_sizes`.
     """
     one_minus_beta1 = 1.0 - beta1
     gi = -g if maximize else g
-    if weight_decay != 0.0:
-        if decoupled:
-            p = p * (1.0 - lr * weight_decay)
-        else:
-            gi = gi + weight_decay * p
+    p = p * param_scale  # exact identity unless AdamW decays
+    if grad_decay != 0.0:
+        gi = gi + grad_decay * p
     if one_minus_beta1 < 0.5:  # torch.lerp's two formulas
         m = m + one_minus_beta1 * (gi - m)
     else:
@@ -60,15 +57,29 @@ def adam_coord(p, g, m, v, v_max, lr, beta1, beta2, eps, weight_decay, amsgrad, 
 
 
 @kernel
-def adam_elementwise(lo, hi, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1,
-                     beta2, eps, weight_decay, amsgrad, maximize, decoupled, step_size,
+def adam_weight_decay(lr, weight_decay, decoupled):
+    """Return ``(param_scale, grad_decay)`` for :func:`adam_coord`.
+
+    AdamW (``decoupled``) scales the parameters by ``1 - lr * weight_decay``; Adam
+    adds ``weight_decay * param`` to the gradient. The unused one is the identity
+    (a scale of exactly 1.0, a decay of 0.0), so the loops carry no branch on
+    ``decoupled``: measured at 10^7 elements on 2 threads, that branch cost 12%.
+    """
+    if weight_decay != 0.0 and decoupled:
+        return 1.0 - lr * weight_decay, 0.0
+    return 1.0, weight_decay
+
+
+@kernel
+def adam_elementwise(lo, hi, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2,
+                     eps, param_scale, grad_decay, amsgrad, maximize, step_size,
                      bias_correction2_sqrt):
     """Apply :func:`adam_coord` to elements ``lo:hi`` (``max_exp_avg_sq`` may be empty)."""
     for i in range(lo, hi):
         v_max = max_exp_avg_sq[i] if amsgrad else 0.0
         param[i], exp_avg[i], exp_avg_sq[i], v_max = adam_coord(
-            param[i], grad[i], exp_avg[i], exp_avg_sq[i], v_max, lr, beta1, beta2, eps,
-            weight_decay, amsgrad, maximize, decoupled, step_size, bias_correction2_sqrt)
+            param[i], grad[i], exp_avg[i], exp_avg_sq[i], v_max, beta1, beta2, eps, param_scale,
+            grad_decay, amsgrad, maximize, step_size, bias_correction2_sqrt)
         if amsgrad:
             max_exp_avg_sq[i] = v_max
 
@@ -91,21 +102,35 @@ def adam_update(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta
     """
     step[0] += 1
     step_size, bc2_sqrt = adam_step_sizes(step[0], lr, beta1, beta2)
-    adam_elementwise(0, param.size, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1,
-                     beta2, eps, weight_decay, amsgrad, maximize, decoupled, step_size, bc2_sqrt)
+    param_scale, grad_decay = adam_weight_decay(lr, weight_decay, decoupled)
+    adam_elementwise(0, param.size, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1,
+                     beta2, eps, param_scale, grad_decay, amsgrad, maximize, step_size, bc2_sqrt)
 
 
 @parallel_kernel
 def adam_update_parallel(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1,
                          beta2, eps, weight_decay, amsgrad, maximize, decoupled):
-    """Multithreaded :func:`adam_update`; identical numerics."""
+    """Multithreaded :func:`adam_update`; identical numerics.
+
+    One ``prange`` over the elements, with the branch on the optional buffer taken
+    outside it. A load under a condition inside numba's parallel loop (as in
+    :func:`adam_elementwise`) keeps LLVM from vectorizing it: 1.8 against 1.0 ns
+    per element on 2 threads, which at 10^7 elements turns a memory-bound step
+    into a compute-bound one.
+    """
     step[0] += 1
     step_size, bc2_sqrt = adam_step_sizes(step[0], lr, beta1, beta2)
-    n = param.size
-    for c in prange((n + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK):
-        adam_elementwise(c * PARALLEL_CHUNK, min(n, (c + 1) * PARALLEL_CHUNK), param, grad,
-                         exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps,
-                         weight_decay, amsgrad, maximize, decoupled, step_size, bc2_sqrt)
+    scale, decay = adam_weight_decay(lr, weight_decay, decoupled)
+    if amsgrad:
+        for i in prange(param.size):
+            param[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = adam_coord(
+                param[i], grad[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i], beta1, beta2,
+                eps, scale, decay, True, maximize, step_size, bc2_sqrt)
+    else:
+        for i in prange(param.size):
+            param[i], exp_avg[i], exp_avg_sq[i], _ = adam_coord(
+                param[i], grad[i], exp_avg[i], exp_avg_sq[i], 0.0, beta1, beta2, eps, scale,
+                decay, False, maximize, step_size, bc2_sqrt)
 
 
 @kernel
@@ -135,10 +160,11 @@ def _make_update_block(decoupled):
                 scratch[0, b], scratch[1, b] = adam_step_sizes(step[b], H[0, b], H[1, b], H[2, b])
         for i in range(d):
             for b in range(B):
+                scale, decay = adam_weight_decay(H[0, b], H[4, b], decoupled)
                 p, m, v, vm = adam_coord(X[i, b], G[i, b], S[0, i, b], S[1, i, b], S[2, i, b],
-                                         H[0, b], H[1, b], H[2, b], H[3, b], H[4, b],
-                                         H[5, b] != 0.0, H[6, b] != 0.0, decoupled,
-                                         scratch[0, b], scratch[1, b])
+                                         H[1, b], H[2, b], H[3, b], scale, decay,
+                                         H[5, b] != 0.0, H[6, b] != 0.0, scratch[0, b],
+                                         scratch[1, b])
                 keep = active[b]
                 X[i, b] = p if keep else X[i, b]
                 S[0, i, b] = m if keep else S[0, i, b]

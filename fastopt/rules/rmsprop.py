@@ -23,8 +23,6 @@ from .._jit import kernel, parallel_kernel
 from .._layout import STEP
 from ._spec import Rule, check_range
 
-PARALLEL_CHUNK = 1 << 15
-
 
 @kernel
 def rmsprop_coord(p, g, square_avg, buf, grad_avg, lr, alpha, eps, weight_decay, momentum,
@@ -81,13 +79,33 @@ def rmsprop_update(param, grad, step, square_avg, momentum_buffer, grad_avg, lr,
 @parallel_kernel
 def rmsprop_update_parallel(param, grad, step, square_avg, momentum_buffer, grad_avg, lr,
                             alpha, eps, weight_decay, momentum, centered, maximize):
-    """Multithreaded :func:`rmsprop_update`; identical numerics."""
+    """Multithreaded :func:`rmsprop_update`; identical numerics.
+
+    One ``prange`` over the elements per buffer layout: a load under a condition
+    inside numba's parallel loop keeps LLVM from vectorizing it (see
+    :func:`fastopt.rules.adam.adam_update_parallel`).
+    """
     step[0] += 1
-    n = param.size
-    for c in prange((n + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK):
-        rmsprop_elementwise(c * PARALLEL_CHUNK, min(n, (c + 1) * PARALLEL_CHUNK), param, grad,
-                            square_avg, momentum_buffer, grad_avg, lr, alpha, eps,
-                            weight_decay, momentum, centered, maximize)
+    if momentum > 0.0 and centered:
+        for i in prange(param.size):
+            param[i], square_avg[i], momentum_buffer[i], grad_avg[i] = rmsprop_coord(
+                param[i], grad[i], square_avg[i], momentum_buffer[i], grad_avg[i], lr, alpha,
+                eps, weight_decay, momentum, True, maximize)
+    elif momentum > 0.0:
+        for i in prange(param.size):
+            param[i], square_avg[i], momentum_buffer[i], _ = rmsprop_coord(
+                param[i], grad[i], square_avg[i], momentum_buffer[i], 0.0, lr, alpha, eps,
+                weight_decay, momentum, False, maximize)
+    elif centered:
+        for i in prange(param.size):
+            param[i], square_avg[i], _, grad_avg[i] = rmsprop_coord(
+                param[i], grad[i], square_avg[i], 0.0, grad_avg[i], lr, alpha, eps,
+                weight_decay, 0.0, True, maximize)
+    else:
+        for i in prange(param.size):
+            param[i], square_avg[i], _, _ = rmsprop_coord(
+                param[i], grad[i], square_avg[i], 0.0, 0.0, lr, alpha, eps, weight_decay, 0.0,
+                False, maximize)
 
 
 @kernel

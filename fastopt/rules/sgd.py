@@ -24,8 +24,6 @@ from .._jit import kernel, parallel_kernel
 from .._layout import STEP
 from ._spec import Rule, check_range
 
-PARALLEL_CHUNK = 1 << 15
-
 
 @kernel
 def sgd_coord(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
@@ -73,14 +71,23 @@ def sgd_update(param, grad, step, momentum_buffer, lr, momentum, dampening, weig
 @parallel_kernel
 def sgd_update_parallel(param, grad, step, momentum_buffer, lr, momentum, dampening,
                         weight_decay, nesterov, maximize):
-    """Multithreaded :func:`sgd_update` for large vectors; identical numerics."""
+    """Multithreaded :func:`sgd_update` for large vectors; identical numerics.
+
+    One ``prange`` over the elements per buffer layout: a load under a condition
+    inside numba's parallel loop keeps LLVM from vectorizing it (see
+    :func:`fastopt.rules.adam.adam_update_parallel`).
+    """
     step[0] += 1
     first = step[0] == 1
-    n = param.size
-    for c in prange((n + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK):
-        sgd_elementwise(c * PARALLEL_CHUNK, min(n, (c + 1) * PARALLEL_CHUNK), param, grad,
-                        momentum_buffer, lr, momentum, dampening, weight_decay, nesterov,
-                        maximize, first)
+    if momentum != 0.0:
+        for i in prange(param.size):
+            param[i], momentum_buffer[i] = sgd_coord(
+                param[i], grad[i], momentum_buffer[i], lr, momentum, dampening, weight_decay,
+                nesterov, maximize, first)
+    else:
+        for i in prange(param.size):
+            param[i], _ = sgd_coord(param[i], grad[i], 0.0, lr, 0.0, dampening, weight_decay,
+                                    nesterov, maximize, first)
 
 
 @kernel
