@@ -127,7 +127,8 @@ def assert_bitwise_equal(actual, expected):
 
 
 @pytest.mark.parametrize("nonfinite", [False, True], ids=["finite", "nan-inf"])
-@pytest.mark.parametrize("step_before", [0, 6])
+# 40,000 steps: Adam's bias corrections are exactly 1.0, so the kernel skips its pow() calls
+@pytest.mark.parametrize("step_before", [0, 6, 40_000])
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=case_id)
 def test_kernel_matches_naive(case, step_before, nonfinite):
     method, hyper = case
@@ -153,6 +154,15 @@ def test_kernel_matches_naive(case, step_before, nonfinite):
     if nonfinite:  # the NaN/inf really reached the parameters
         assert not np.all(np.isfinite(p))
 
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 0.9, 0.95, 0.99, 0.999, 0.9999])
+def test_bias_correction_equals_torch_formula_also_where_pow_is_skipped(beta):
+    saturated = math.ceil(rules.adam.SATURATED_STEPS / (1.0 - beta))
+    steps = [*range(1, 50), *range(saturated - 600, saturated + 600)]
+    for t in (float(t) for t in steps if t >= 1):
+        assert rules.adam.bias_correction(t, beta) == 1.0 - beta**t, (beta, t)
+    assert rules.adam.bias_correction(float(saturated), beta) == 1.0  # no pow() from here on
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=case_id)
