@@ -12,13 +12,19 @@ would reassociate sums, breaking bit-for-bit reproducibility.
   counting of every array argument) costs ~40 ns, ten times a 2-D update.
 * ``parallel_kernel`` -- multithreaded kernels (``prange``), cached, not inlined.
 * ``driver`` / ``parallel_driver`` -- the loops, built per (rule, objective) by
-  ``fastopt.loop.make_loop``; they close over user functions, so they are not
-  cached on disk (numba cannot cache closures over other dispatchers).
+  ``fastopt.loop.make_loop``; they close over the user's functions (generated
+  code with no source file), so they are not cached on disk.
+* ``cached_closure`` -- a driver closure over fastopt's own kernels only (the
+  portable loop, which takes the objective as a C function pointer), cached on
+  disk under a key given explicitly (see :class:`ClosureCache`).
 """
 
+import hashlib
 import threading
+from pathlib import Path
 
 import numba
+from numba.core.caching import FunctionCache
 
 _COMMON = {"nogil": True, "error_model": "numpy"}
 
@@ -27,6 +33,41 @@ parallel_kernel = numba.njit(cache=True, parallel=True, **_COMMON)
 driver = numba.njit(**_COMMON)
 inlined = numba.njit(inline="always", **_COMMON)
 parallel_driver = numba.njit(parallel=True, **_COMMON)
+
+
+def _package_source_hash():
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+PACKAGE_SOURCE_HASH = _package_source_hash()
+
+
+class ClosureCache(FunctionCache):
+    """numba's on-disk cache for a closure, keyed by ``key`` instead of its cells.
+
+    numba keys a cached closure by its cells pickled, and a dispatcher pickles with
+    a per-process id, so a closure over kernels never hits the cache in a new
+    process. ``key`` names what the cells hold (for the portable loop: the rule,
+    the history and outline flags); ``PACKAGE_SOURCE_HASH`` invalidates entries
+    when any fastopt source changes (numba itself only watches the closure's file).
+    """
+
+    def __init__(self, py_func, key):
+        super().__init__(py_func)
+        self._closure_key = (key, PACKAGE_SOURCE_HASH)
+
+    def _index_key(self, sig, codegen):
+        return (sig, codegen.magic_tuple(), self._closure_key)
+
+
+def cached_closure(py_func, key):
+    """``driver(py_func)`` cached on disk under ``key`` (see :class:`ClosureCache`)."""
+    dispatcher = driver(py_func)
+    dispatcher._cache = ClosureCache(py_func, key)
+    return dispatcher
 
 # numba's default "workqueue" threading layer aborts the process when two Python threads
 # launch parallel kernels at once. Every parallel launch in fastopt holds this lock, so

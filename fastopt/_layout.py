@@ -12,7 +12,8 @@ NJEV = 2  # gradient evaluations
 NHEV = 3  # Hessian evaluations
 STATUS = 4  # fastopt.status code
 STEP = 5  # the rule's own step counter (torch's state["step"])
-N_COUNTERS = 6
+RAISED = 6  # exceptions the objective raised inside the portable loop's C wrapper
+N_COUNTERS = 7
 
 # controls[i]
 GTOL = 0

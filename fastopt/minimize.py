@@ -10,7 +10,7 @@ from . import _layout as L
 from . import status as st
 from ._setup import as_points, parse
 from ._workspace import Workspace
-from .loop import make_loop
+from .loop import loop_for, make_loop, quiet_first_class_functions
 from .objective import prepare
 
 MAX_STEPS = np.iinfo(np.int64).max
@@ -85,13 +85,24 @@ def minimize(fun, x0, args=(), method="adam", jac=None, hess=None, hessp=None, b
     x0 = as_points(x0, "x0", batch=False)
     setup = parse(method, options, tol, x0.size)
     objective, args = prepare(fun, x0, args, jac, hess, setup.rule.needs_hess)
-    work = Workspace(x0[None, :].copy(), setup)
-    loop = make_loop(setup.rule, objective, setup.history_every > 0, x0.size)
-    if callback is None:
-        work.run_one(loop, args, MAX_STEPS)
-    else:
-        _run_with_callback(work, loop, args, callback)
+    history = setup.history_every > 0
+    loop, loop_args, portable = loop_for(setup.rule, objective, args, history, x0.size)
+    work = _run(x0, setup, loop, loop_args, callback)
+    if portable and work.counters[0, L.RAISED]:
+        # the objective raised inside the portable loop's C wrapper: rerun where it propagates
+        work = _run(x0, setup, make_loop(setup.rule, objective, history, x0.size), args,
+                    callback)
     return _result(work, setup)
+
+
+def _run(x0, setup, loop, args, callback):
+    work = Workspace(x0[None, :].copy(), setup)
+    with quiet_first_class_functions():
+        if callback is None:
+            work.run_one(loop, args, MAX_STEPS)
+        else:
+            _run_with_callback(work, loop, args, callback)
+    return work
 
 
 def _run_with_callback(work, loop, args, callback):

@@ -1,7 +1,11 @@
 """fastopt.minimize: scipy's interface, statuses, the seeds' experiments, bad input."""
 
+import os
+import subprocess
+import sys
 import warnings
 
+import numba
 import numpy as np
 import pytest
 from problems import quadratic, quadratic_grad, quadratic_minimizer
@@ -189,7 +193,9 @@ def test_python_function_numba_cannot_compile_still_works():
 
 def test_second_call_does_not_recompile():
     kwargs = dict(jac="inplace", method="adam", options={"lr": 0.01, "maxiter": 10})
+    # the first call may run the portable loop, the second compiles the specialized one
     fastopt.minimize(rosenbrock.fg, np.zeros(2), **kwargs)
+    fastopt.minimize(rosenbrock.fg, np.full(2, 0.5), **kwargs)
     from fastopt.loop import _make_loop
 
     before = _make_loop.cache_info()
@@ -200,6 +206,63 @@ def test_second_call_does_not_recompile():
                                           fastopt.objective.prepare(rosenbrock.fg, np.zeros(2),
                                                                     (), "inplace")[0])
     assert len(run_start.signatures) == 1
+
+
+def test_first_call_runs_the_portable_loop_bit_identical_to_the_specialized_one():
+    # new dispatchers: nothing is compiled for them yet
+    fun, jac = numba.njit(quadratic), numba.njit(quadratic_grad)
+    kwargs = dict(jac=jac, method="adam", options={"lr": 1e-2, "maxiter": 500, "gtol": 0.0})
+    compiled_c_functions = fastopt.objective.c_fg.cache_info().misses
+    first = fastopt.minimize(fun, [-1.2, 1.0, 3.0], **kwargs)  # portable: fg called by pointer
+    assert fastopt.objective.c_fg.cache_info().misses == compiled_c_functions + 1
+    second = fastopt.minimize(fun, [-1.2, 1.0, 3.0], **kwargs)  # the loop specialized for fun
+    assert fastopt.objective.c_fg.cache_info().misses == compiled_c_functions + 1
+    for key in ("x", "jac"):
+        np.testing.assert_array_equal(first[key].view(np.uint64), second[key].view(np.uint64))
+    for key in ("fun", "nit", "nfev", "njev", "status"):
+        assert first[key] == second[key], key
+    assert first.nit == 500
+
+
+def test_exception_in_objective_propagates_from_the_portable_loop():
+    @numba.njit
+    def fun(x):
+        if x[0] > 0.0:
+            raise ValueError("objective undefined for positive x")
+        return x[0] * x[0]
+
+    with pytest.raises(ValueError, match="objective undefined for positive x"):
+        # gradient descent with lr 1.5 overshoots from -1 to +2 at the first step
+        fastopt.minimize(fun, [-1.0], method="gd", options={"lr": 1.5})
+
+
+PORTABLE_CACHE_SCRIPT = """
+import numba, numpy as np, fastopt
+from fastopt.loop import make_loop
+from fastopt.objective import prepare
+
+@numba.njit
+def fun(x):
+    return np.sum((x - 1.0) ** 2)
+
+res = fastopt.minimize(fun, np.zeros(3), method="adam", options={"lr": 0.1, "maxiter": 7})
+assert res.nit == 7
+objective, _ = prepare(fun, np.zeros(3), ())
+run_start, _ = make_loop(fastopt.rules.RULES["adam"], objective, False, 3, portable=True)
+print(len(run_start.stats.cache_hits), len(run_start.stats.cache_misses))
+"""
+
+
+def test_portable_loop_loads_from_the_disk_cache_in_a_new_process(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", PORTABLE_CACHE_SCRIPT], env=env,
+                             capture_output=True, text=True, timeout=300, check=True)
+        return out.stdout.split()
+
+    assert run() == ["0", "1"]  # compiled and saved
+    assert run() == ["1", "0"]  # a new process, a new user function: loaded
 
 
 @pytest.mark.parametrize(
