@@ -87,21 +87,25 @@ def minimize(fun, x0, args=(), method="adam", jac=None, hess=None, hessp=None, b
     objective, args = prepare(fun, x0, args, jac, hess, setup.rule.needs_hess)
     history = setup.history_every > 0
     loop, loop_args, portable = loop_for(setup.rule, objective, args, history, x0.size)
-    work = _run(x0, setup, loop, loop_args, callback)
-    if portable and work.counters[0, L.RAISED]:
-        # the objective raised inside the portable loop's C wrapper: rerun where it propagates
-        work = _run(x0, setup, make_loop(setup.rule, objective, history, x0.size), args,
-                    callback)
+    if portable:
+        with quiet_first_class_functions():
+            work = _run(x0, setup, loop, loop_args, callback)
+        if work.counters[0, L.RAISED]:
+            # the objective raised inside the portable loop's C wrapper: rerun where it
+            # propagates with its message
+            loop = make_loop(setup.rule, objective, history, x0.size)
+            work = _run(x0, setup, loop, args, callback)
+    else:
+        work = _run(x0, setup, loop, args, callback)
     return _result(work, setup)
 
 
 def _run(x0, setup, loop, args, callback):
     work = Workspace(x0[None, :].copy(), setup)
-    with quiet_first_class_functions():
-        if callback is None:
-            work.run_one(loop, args, MAX_STEPS)
-        else:
-            _run_with_callback(work, loop, args, callback)
+    if callback is None:
+        work.run_one(loop, args, MAX_STEPS)
+    else:
+        _run_with_callback(work, loop, args, callback)
     return work
 
 
