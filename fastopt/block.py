@@ -163,7 +163,7 @@ def _make_block_loop(update, update_block, fg, block_fun):
         saved = np.zeros(B, dtype=np.bool_)
         flag = np.empty(B, dtype=np.bool_)
         flag2 = np.empty(B, dtype=np.bool_)
-        scratch = np.empty((2, B))
+        scratch = np.empty((4, B))  # per-lane scalars for update_block (Adam: 4 rows)
         xbuf = np.empty(d)
         gbuf = np.empty(d)
         for b in range(B):

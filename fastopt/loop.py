@@ -154,9 +154,10 @@ def loop_for(rule, objective, args, history, d):
     """The loop for one start of ``objective``, and the ``args`` to pass it.
 
     A new compiled objective without extra arguments, with a first-order rule, runs
-    the portable loop (cached on disk): its first call costs ~60 ms of compilation
-    instead of ~1.3 s. From its second call on, the loop specialized for it is
-    compiled and used; it inlines the objective, which saves ~10 ns per evaluation.
+    the portable loop (cached on disk): its first call compiles only the objective's C
+    wrapper (0.25-0.4 s instead of ~1.3 s). From its second call on, the loop
+    specialized for it is compiled and used; it inlines the objective (2-D Adam on the
+    built-in Rosenbrock: 29 against 53 ns per iteration).
     Returns ``(loop, loop_args, portable)``.
     """
     if objective.compiled and rule.update is not None and len(args) == 0:

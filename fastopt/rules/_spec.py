@@ -38,8 +38,9 @@ class Rule(NamedTuple):
     n_state: Callable  # n_state(d, values) -> int rows of per-start state
     update: object = None  # compiled update(x, g, state, hyper, counters), first-order rules
     # update_block(X, G, S, H, step, active, scratch): the same rule for a block of starts
-    # in lockstep, structure of arrays (coordinates by rows, starts by columns); the driver
-    # has already counted this step in step[b] for the active lanes.
+    # in lockstep, structure of arrays (coordinates by rows, starts by columns), scratch a
+    # (4, B) work array for per-lane scalars; the driver has already counted this step in
+    # step[b] for the active lanes.
     update_block: object = None
     advance: object = None  # compiled advance(fg, hess, args, ...), rules that evaluate f
     init: Callable = None  # init(state, hyper) on (N, n_state, d) zeros, or None

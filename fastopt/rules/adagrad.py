@@ -45,9 +45,9 @@ def adagrad_clr(t, lr, lr_decay):
 
 
 @kernel
-def adagrad_elementwise(lo, hi, param, grad, state_sum, clr, weight_decay, eps, maximize):
-    """Apply :func:`adagrad_coord` to elements ``lo:hi`` with the decayed rate ``clr``."""
-    for i in range(lo, hi):
+def adagrad_elementwise(param, grad, state_sum, clr, weight_decay, eps, maximize):
+    """Apply :func:`adagrad_coord` to every element with the decayed rate ``clr``."""
+    for i in range(param.size):
         param[i], state_sum[i] = adagrad_coord(param[i], grad[i], state_sum[i], clr,
                                                weight_decay, eps, maximize)
 
@@ -57,7 +57,7 @@ def adagrad_update(param, grad, step, state_sum, lr, lr_decay, weight_decay, eps
     """One AdaGrad step in place; ``step`` is a 1-element int64 counter."""
     step[0] += 1
     clr = adagrad_clr(step[0], lr, lr_decay)
-    adagrad_elementwise(0, param.size, param, grad, state_sum, clr, weight_decay, eps, maximize)
+    adagrad_elementwise(param, grad, state_sum, clr, weight_decay, eps, maximize)
 
 
 @parallel_kernel

@@ -74,11 +74,11 @@ def adam_weight_decay(lr, weight_decay, decoupled):
 
 
 @kernel
-def adam_elementwise(lo, hi, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2,
+def adam_elementwise(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2,
                      eps, param_scale, grad_decay, amsgrad, maximize, step_size,
                      bias_correction2_sqrt):
-    """Apply :func:`adam_coord` to elements ``lo:hi`` (``max_exp_avg_sq`` may be empty)."""
-    for i in range(lo, hi):
+    """Apply :func:`adam_coord` to every element (``max_exp_avg_sq`` may be empty)."""
+    for i in range(param.size):
         v_max = max_exp_avg_sq[i] if amsgrad else 0.0
         param[i], exp_avg[i], exp_avg_sq[i], v_max = adam_coord(
             param[i], grad[i], exp_avg[i], exp_avg_sq[i], v_max, beta1, beta2, eps, param_scale,
@@ -127,7 +127,7 @@ def adam_update(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta
     step[0] += 1
     step_size, bc2_sqrt = adam_step_sizes(step[0], lr, beta1, beta2)
     param_scale, grad_decay = adam_weight_decay(lr, weight_decay, decoupled)
-    adam_elementwise(0, param.size, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1,
+    adam_elementwise(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1,
                      beta2, eps, param_scale, grad_decay, amsgrad, maximize, step_size, bc2_sqrt)
 
 
@@ -138,9 +138,9 @@ def adam_update_parallel(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq,
 
     One ``prange`` over the elements, with the branch on the optional buffer taken
     outside it. A load under a condition inside numba's parallel loop (as in
-    :func:`adam_elementwise`) keeps LLVM from vectorizing it: 1.8 against 1.0 ns
-    per element on 2 threads, which at 10^7 elements turns a memory-bound step
-    into a compute-bound one.
+    :func:`adam_elementwise`, which LLVM unswitches in a plain function) keeps LLVM
+    from vectorizing it: 1.8 against 1.0 ns per element on 2 threads, which at 10^7
+    elements turns a memory-bound step into a compute-bound one.
     """
     step[0] += 1
     step_size, bc2_sqrt = adam_step_sizes(step[0], lr, beta1, beta2)
@@ -182,11 +182,11 @@ def _make_update_block(decoupled):
                 scratch[1, b] = scratch[1, b - 1]
             else:
                 scratch[0, b], scratch[1, b] = adam_step_sizes(step[b], H[0, b], H[1, b], H[2, b])
+            scratch[2, b], scratch[3, b] = adam_weight_decay(H[0, b], H[4, b], decoupled)
         for i in range(d):
             for b in range(B):
-                scale, decay = adam_weight_decay(H[0, b], H[4, b], decoupled)
                 p, m, v, vm = adam_coord(X[i, b], G[i, b], S[0, i, b], S[1, i, b], S[2, i, b],
-                                         H[1, b], H[2, b], H[3, b], scale, decay,
+                                         H[1, b], H[2, b], H[3, b], scratch[2, b], scratch[3, b],
                                          H[5, b] != 0.0, H[6, b] != 0.0, scratch[0, b],
                                          scratch[1, b])
                 keep = active[b]

@@ -52,10 +52,10 @@ def rmsprop_coord(p, g, square_avg, buf, grad_avg, lr, alpha, eps, weight_decay,
 
 
 @kernel
-def rmsprop_elementwise(lo, hi, param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha,
+def rmsprop_elementwise(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha,
                         eps, weight_decay, momentum, centered, maximize):
-    """Apply :func:`rmsprop_coord` to elements ``lo:hi`` (unused buffers may be empty)."""
-    for i in range(lo, hi):
+    """Apply :func:`rmsprop_coord` to every element (unused buffers may be empty)."""
+    for i in range(param.size):
         buf = momentum_buffer[i] if momentum > 0.0 else 0.0
         ga = grad_avg[i] if centered else 0.0
         param[i], square_avg[i], buf, ga = rmsprop_coord(
@@ -72,7 +72,7 @@ def rmsprop_update(param, grad, step, square_avg, momentum_buffer, grad_avg, lr,
                    weight_decay, momentum, centered, maximize):
     """One RMSProp step in place; unused buffers may be empty arrays."""
     step[0] += 1
-    rmsprop_elementwise(0, param.size, param, grad, square_avg, momentum_buffer, grad_avg, lr,
+    rmsprop_elementwise(param, grad, square_avg, momentum_buffer, grad_avg, lr,
                         alpha, eps, weight_decay, momentum, centered, maximize)
 
 

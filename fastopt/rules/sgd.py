@@ -44,10 +44,10 @@ def sgd_coord(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, maximi
 
 
 @kernel
-def sgd_elementwise(lo, hi, param, grad, momentum_buffer, lr, momentum, dampening,
+def sgd_elementwise(param, grad, momentum_buffer, lr, momentum, dampening,
                     weight_decay, nesterov, maximize, first_step):
-    """Apply :func:`sgd_coord` to elements ``lo:hi``."""
-    for i in range(lo, hi):
+    """Apply :func:`sgd_coord` to every element."""
+    for i in range(param.size):
         buf = momentum_buffer[i] if momentum != 0.0 else 0.0
         param[i], buf = sgd_coord(param[i], grad[i], buf, lr, momentum, dampening,
                                   weight_decay, nesterov, maximize, first_step)
@@ -64,7 +64,7 @@ def sgd_update(param, grad, step, momentum_buffer, lr, momentum, dampening, weig
     may be empty when ``momentum == 0``. Callable from user ``@njit`` code.
     """
     step[0] += 1
-    sgd_elementwise(0, param.size, param, grad, momentum_buffer, lr, momentum, dampening,
+    sgd_elementwise(param, grad, momentum_buffer, lr, momentum, dampening,
                     weight_decay, nesterov, maximize, step[0] == 1)
 
 
