@@ -281,6 +281,50 @@ def _torch_batch(X0, steps, threads):
     return run
 
 
+@numba.njit(parallel=True, nogil=True, error_model="numpy")
+def adam_arithmetic_floor(X, G, steps, lr, beta1, beta2, eps, tile):
+    """Adam's update alone, ``steps`` times on every element of ``X`` with a fixed gradient.
+
+    torch's formula (two divisions and a square root per element), each thread keeping
+    its tile of ``tile`` elements in cache for all the steps, and no gradient, no checks:
+    a lower bound for any batch Adam that computes torch's numbers.
+    """
+    x, g = X.reshape(-1), G.reshape(-1)
+    n = x.size
+    for k in prange((n + tile - 1) // tile):
+        lo, hi = k * tile, min(n, (k + 1) * tile)
+        m = np.zeros(hi - lo)
+        v = np.zeros(hi - lo)
+        for t in range(1, steps + 1):
+            step_size = lr / (1.0 - beta1**t)
+            bias_correction2_sqrt = np.sqrt(1.0 - beta2**t)
+            for i in range(lo, hi):
+                gi = g[i]
+                mi = m[i - lo] + (1.0 - beta1) * (gi - m[i - lo])
+                vi = v[i - lo] * beta2 + (1.0 - beta2) * gi * gi
+                m[i - lo] = mi
+                v[i - lo] = vi
+                x[i] = x[i] - step_size * (mi / (np.sqrt(vi) / bias_correction2_sqrt + eps))
+
+
+def prepare_adam_floor_batch(X0, steps, workers=None):
+    """The floor: :func:`adam_arithmetic_floor` on the starts, gradient fixed at the start's."""
+    G = np.empty_like(X0)
+    numpy_rosenbrock_grad(X0, G)
+    adam_arithmetic_floor(X0.copy(), G, 1, LR, *BETAS, EPS, 4096)  # compile (not timed)
+
+    def run():
+        X = X0.copy()
+        adam_arithmetic_floor(X, G, steps, LR, *BETAS, EPS, 4096)
+        return X
+
+    return run
+
+
+# Not an implementation of the workload: its result differs, and it is timed beside the
+# peers to show what no implementation of torch's Adam can beat on this machine.
+BATCH_FLOORS = {"adam-arithmetic-floor": prepare_adam_floor_batch}
+
 BATCH_PEERS = {
     "fastopt": prepare_fastopt_batch,
     "fastopt-block": prepare_fastopt_block_batch,
@@ -487,6 +531,7 @@ def shape_id(shape):
 def pytest_generate_tests(metafunc):
     params = {
         "batch_peer": (list(BATCH_PEERS), None),
+        "batch_floor": (list(BATCH_FLOORS), None),
         "batch_shape": (SIZES["batch_shapes"], shape_id),
         "step_peer": (list(STEP_PEERS), None),
         "objective": (list(OBJECTIVES), None),

@@ -31,6 +31,16 @@ def test_batch_adam(benchmark, workloads, batch_peer, batch_shape, numpy_referen
         assert diff <= workloads.ATOL, f"{batch_peer} disagrees with NumPy-batched Adam by {diff}"
 
 
+def test_batch_adam_floor(benchmark, workloads, batch_floor, batch_shape):
+    """Adam's arithmetic alone, in the same group: no implementation can beat it."""
+    steps = workloads.SIZES["batch_steps"]
+    benchmark.group = f"batch-adam {workloads.shape_id(batch_shape)} T{steps}"
+    benchmark.extra_info.update(peer=batch_floor, shape=list(batch_shape), steps=steps)
+    X0 = workloads.starts(*batch_shape)
+    X = benchmark(workloads.BATCH_FLOORS[batch_floor](X0, steps))
+    assert np.all(np.isfinite(X)) and not np.array_equal(X, X0)
+
+
 @pytest.mark.parametrize("peer", ["fastopt", "fastopt-block"])
 def test_batch_thread_scaling(benchmark, workloads, peer, batch_shape, workers):
     steps = workloads.SIZES["batch_steps"]

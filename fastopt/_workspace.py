@@ -79,6 +79,12 @@ class Workspace:
                 numba.set_num_threads(workers)
             try:
                 run(*launch_args)
+            except SystemError as exc:
+                # numba reports an exception raised inside a parallel region (the user's
+                # objective raising) as a SystemError caused by it: raise the user's own
+                if exc.__cause__ is None:
+                    raise
+                raise exc.__cause__ from None
             finally:
                 numba.set_num_threads(previous)
 

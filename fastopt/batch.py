@@ -10,7 +10,7 @@ from . import status as st
 from ._setup import as_points, parse
 from ._workspace import Workspace, check_workers
 from .minimize import MAX_STEPS
-from .objective import prepare
+from .objective import prepare, run_with_fallback
 
 
 @dataclass
@@ -123,7 +123,7 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
     setup = parse(method, options, tol, d, n_starts=n)
     objective, args = prepare(fun, X0[0], args, jac, hess, setup.rule.needs_hess)
     work = Workspace(X0, setup)
-    work.run_all(setup, objective, args, MAX_STEPS, workers)
+    run_with_fallback(objective, lambda obj: work.run_all(setup, obj, args, MAX_STEPS, workers))
     return _result(work, setup)
 
 

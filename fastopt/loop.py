@@ -167,8 +167,12 @@ def loop_for(rule, objective, args, history, d):
             _USES.clear()
         _USES[key] = uses + 1
         if uses == 0:
+            # the C wrapper calls the user's functions, not inlined copies: an exception
+            # raised in code numba inlined into a cfunc escapes its ``try`` (numba prints
+            # it and goes on with garbage)
+            plain = objective.plain or objective
             with quiet_first_class_functions():
-                fg_pointer = c_fg(objective.fg)
+                fg_pointer = c_fg(plain.fg)
             return make_loop(rule, objective, history, d, portable=True), (fg_pointer,), True
     return make_loop(rule, objective, history, d), args, False
 

@@ -11,7 +11,7 @@ from . import status as st
 from ._setup import as_points, parse
 from ._workspace import Workspace
 from .loop import loop_for, make_loop, quiet_first_class_functions
-from .objective import prepare
+from .objective import prepare, run_with_fallback
 
 MAX_STEPS = np.iinfo(np.int64).max
 
@@ -85,19 +85,23 @@ def minimize(fun, x0, args=(), method="adam", jac=None, hess=None, hessp=None, b
     x0 = as_points(x0, "x0", batch=False)
     setup = parse(method, options, tol, x0.size)
     objective, args = prepare(fun, x0, args, jac, hess, setup.rule.needs_hess)
+    work = run_with_fallback(objective, lambda obj: _minimize(x0, setup, obj, args, callback))
+    return _result(work, setup)
+
+
+def _minimize(x0, setup, objective, args, callback):
     history = setup.history_every > 0
     loop, loop_args, portable = loop_for(setup.rule, objective, args, history, x0.size)
-    if portable:
-        with quiet_first_class_functions():
-            work = _run(x0, setup, loop, loop_args, callback)
-        if work.counters[0, L.RAISED]:
-            # the objective raised inside the portable loop's C wrapper: rerun where it
-            # propagates with its message
-            loop = make_loop(setup.rule, objective, history, x0.size)
-            work = _run(x0, setup, loop, args, callback)
-    else:
+    if not portable:
+        return _run(x0, setup, loop, args, callback)
+    with quiet_first_class_functions():
+        work = _run(x0, setup, loop, loop_args, callback)
+    if work.counters[0, L.RAISED]:
+        # the objective raised inside the portable loop's C wrapper: rerun where it
+        # propagates with its message
+        loop = make_loop(setup.rule, objective, history, x0.size)
         work = _run(x0, setup, loop, args, callback)
-    return _result(work, setup)
+    return work
 
 
 def _run(x0, setup, loop, args, callback):

@@ -1,0 +1,86 @@
+"""The user's functions inlined into fastopt's loops, and the functions that are called instead."""
+
+import numba
+import numpy as np
+import pytest
+from numba import objmode
+
+import fastopt
+from fastopt.objective import _NOT_INLINABLE, inline_copy, prepare
+
+
+def rosenbrock_inplace(x, g):
+    s = 0.0
+    for i in range(x.size):
+        g[i] = 0.0
+    for i in range(x.size - 1):
+        a = x[i + 1] - x[i] ** 2
+        s += 100.0 * a**2 + (1.0 - x[i]) ** 2
+        g[i] += -400.0 * x[i] * a - 2.0 * (1.0 - x[i])
+        g[i + 1] += 200.0 * a
+    return s
+
+
+inlinable = numba.njit(rosenbrock_inplace)
+# Bounds checks change no number, but the option is one an inlined copy would lose: called.
+called = numba.njit(boundscheck=True)(rosenbrock_inplace)
+
+
+@numba.njit
+def through_object_mode(x, g):
+    """numba cannot inline a function with an object-mode block: the loop calls it."""
+    with objmode(s="float64"):
+        s = 0.0
+    return s + inlinable(x, g)
+
+
+KW = dict(jac="inplace", method="adam", options={"lr": 0.01, "maxiter": 300})
+X0 = np.random.default_rng(3).uniform(-2, 2, size=(40, 3))
+
+
+def test_which_functions_are_inlined():
+    assert inline_copy(inlinable) is not inlinable
+    assert inline_copy(called) is called
+    assert inline_copy(numba.njit(fastmath=True)(rosenbrock_inplace)).targetoptions["fastmath"]
+    objective, _ = prepare(inlinable, X0[0], (), jac="inplace")
+    assert objective.plain is not None and objective.fg is not objective.plain.fg
+    objective, _ = prepare(called, X0[0], (), jac="inplace")
+    assert objective.plain is None
+
+
+@pytest.mark.parametrize("run", ["minimize", "minimize_batch"])
+def test_inlined_and_called_functions_give_the_same_bits(run):
+    if run == "minimize":
+        # twice each: the first call runs the portable loop, the second the specialized one
+        for _ in range(2):
+            a = fastopt.minimize(inlinable, X0[0], **KW)
+            b = fastopt.minimize(called, X0[0], **KW)
+            np.testing.assert_array_equal(a.x, b.x)
+            assert a.fun == b.fun and a.nit == b.nit
+    else:
+        a = fastopt.minimize_batch(inlinable, X0, **KW)
+        b = fastopt.minimize_batch(called, X0, **KW)
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.nit, b.nit)
+
+
+@pytest.mark.filterwarnings("ignore:Code running in object mode")
+def test_a_function_numba_cannot_inline_is_called():
+    res = fastopt.minimize_batch(through_object_mode, X0, **KW)
+    assert (through_object_mode, None) in _NOT_INLINABLE
+    np.testing.assert_array_equal(res.x, fastopt.minimize_batch(inlinable, X0, **KW).x)
+    single = fastopt.minimize(through_object_mode, X0[5], **KW)
+    np.testing.assert_array_equal(single.x, res.x[5])
+
+
+def test_exception_in_objective_propagates_from_a_batch():
+    @numba.njit
+    def fun(x):
+        if x[0] > 0.0:
+            raise ValueError("objective undefined for positive x")
+        return x[0] * x[0]
+
+    for method in ("gd", "bfgs"):  # the lockstep blocks, and one start per task
+        with pytest.raises(ValueError, match="objective undefined for positive x"):
+            fastopt.minimize_batch(fun, np.array([[-1.0], [-2.0]]), method=method,
+                                   options={"lr": 1.5} if method == "gd" else None)
