@@ -281,13 +281,26 @@ def _torch_batch(X0, steps, threads):
     return run
 
 
+@numba.njit(nogil=True, error_model="numpy")
+def _adam_tile(x, g, m, v, step_size, bias_correction2_sqrt, beta1, beta2, eps):
+    for i in range(x.size):
+        gi = g[i]
+        mi = m[i] + (1.0 - beta1) * (gi - m[i])
+        vi = v[i] * beta2 + (1.0 - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        x[i] = x[i] + (-step_size) * mi / (np.sqrt(vi) / bias_correction2_sqrt + eps)
+
+
 @numba.njit(parallel=True, nogil=True, error_model="numpy")
 def adam_arithmetic_floor(X, G, steps, lr, beta1, beta2, eps, tile):
     """Adam's update alone, ``steps`` times on every element of ``X`` with a fixed gradient.
 
     torch's formula (two divisions and a square root per element), each thread keeping
-    its tile of ``tile`` elements in cache for all the steps, and no gradient, no checks:
-    a lower bound for any batch Adam that computes torch's numbers.
+    its tiles of ``tile`` elements in cache for all the steps, and no gradient, no checks:
+    a lower bound for any batch Adam that computes torch's numbers. (The tile's loop is
+    a function of its own: written inline in the ``prange`` body, LLVM does not vectorize
+    it and it runs at half the speed.)
     """
     x, g = X.reshape(-1), G.reshape(-1)
     n = x.size
@@ -296,26 +309,22 @@ def adam_arithmetic_floor(X, G, steps, lr, beta1, beta2, eps, tile):
         m = np.zeros(hi - lo)
         v = np.zeros(hi - lo)
         for t in range(1, steps + 1):
-            step_size = lr / (1.0 - beta1**t)
-            bias_correction2_sqrt = np.sqrt(1.0 - beta2**t)
-            for i in range(lo, hi):
-                gi = g[i]
-                mi = m[i - lo] + (1.0 - beta1) * (gi - m[i - lo])
-                vi = v[i - lo] * beta2 + (1.0 - beta2) * gi * gi
-                m[i - lo] = mi
-                v[i - lo] = vi
-                x[i] = x[i] - step_size * (mi / (np.sqrt(vi) / bias_correction2_sqrt + eps))
+            _adam_tile(x[lo:hi], g[lo:hi], m, v, lr / (1.0 - beta1**t),
+                       np.sqrt(1.0 - beta2**t), beta1, beta2, eps)
+
+
+FLOOR_TILE = 512  # 4 arrays x 4 KiB: in L1 (measured: 512 and 2048 the same, 0.85 ns)
 
 
 def prepare_adam_floor_batch(X0, steps, workers=None):
     """The floor: :func:`adam_arithmetic_floor` on the starts, gradient fixed at the start's."""
     G = np.empty_like(X0)
     numpy_rosenbrock_grad(X0, G)
-    adam_arithmetic_floor(X0.copy(), G, 1, LR, *BETAS, EPS, 4096)  # compile (not timed)
+    adam_arithmetic_floor(X0.copy(), G, 1, LR, *BETAS, EPS, FLOOR_TILE)  # compile (not timed)
 
     def run():
         X = X0.copy()
-        adam_arithmetic_floor(X, G, steps, LR, *BETAS, EPS, 4096)
+        adam_arithmetic_floor(X, G, steps, LR, *BETAS, EPS, FLOOR_TILE)
         return X
 
     return run

@@ -309,7 +309,10 @@ def _make_block_loop(update, update_block, fg, block_fun):
                         Gb[i, b] = g
                     x = Xb[i, b]
                     flag[b] &= (g - g == 0.0) & (x - x == 0.0)
-                    flag2[b] &= abs(x - Xp[i, b]) <= xtol[b]
+            if any_xtol:
+                for i in range(d):
+                    for b in range(B):
+                        flag2[b] &= abs(Xb[i, b] - Xp[i, b]) <= xtol[b]
             n_diverged = 0
             for b in range(B):
                 f = Fb[b]
@@ -323,12 +326,14 @@ def _make_block_loop(update, update_block, fg, block_fun):
                 moved = active[b] & finite
                 diverged = active[b] & (not finite)
                 nit[b] += moved
-                x_converged = moved & flag2[b] & (xtol[b] > 0.0)
-                scale = max(abs(f), abs(f_prev), 1.0)
-                f_converged = moved & (ftol[b] > 0.0) & (abs(f - f_prev) <= ftol[b] * scale)
                 s = status[b]
-                s = st.FTOL if f_converged else s
-                s = st.XTOL if x_converged else s
+                if any_ftol or any_xtol:
+                    x_converged = moved & flag2[b] & (xtol[b] > 0.0)
+                    scale = max(abs(f), abs(f_prev), 1.0)
+                    f_converged = (moved & (ftol[b] > 0.0)
+                                   & (abs(f - f_prev) <= ftol[b] * scale))
+                    s = st.FTOL if f_converged else s
+                    s = st.XTOL if x_converged else s
                 status[b] = st.DIVERGED if diverged else s
                 flag[b] = diverged
                 n_diverged += diverged

@@ -64,7 +64,7 @@ def test_inlined_and_called_functions_give_the_same_bits(run):
         np.testing.assert_array_equal(a.nit, b.nit)
 
 
-@pytest.mark.filterwarnings("ignore:Code running in object mode")
+@pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning")  # object mode, no nogil
 def test_a_function_numba_cannot_inline_is_called():
     res = fastopt.minimize_batch(through_object_mode, X0, **KW)
     assert (through_object_mode, None) in _NOT_INLINABLE
