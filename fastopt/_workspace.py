@@ -60,7 +60,7 @@ class Workspace:
         blocked = (objective.compiled and setup.rule.update_block is not None
                    and not setup.history_every and d <= MAX_BLOCK_DIM)
         if blocked:
-            run = make_block_loop(setup.rule, objective)
+            run = make_block_loop(setup.rule, objective, d)
             launch_args = (args, self.X, self.G, self.F, self.state, self.hyper, self.controls,
                            self.counters, lanes_for(d), max_steps)
         else:

@@ -58,6 +58,7 @@ from .objective import call_block
 from .schedules import scheduled_lr
 
 MAX_BLOCK_DIM = 64  # above this the per-start loop vectorizes over d and is as fast
+MAX_FIXED_DIM = 16  # up to this d, the loop is compiled for its d
 
 
 def lanes_for(d):
@@ -74,9 +75,12 @@ def lanes_for(d):
     return 64 if d <= 16 else 32
 
 
-def make_block_loop(rule, objective):
+def make_block_loop(rule, objective, d):
     """Build ``run_blocks`` for a first-order rule and a compiled objective (memoized)."""
-    return _make_block_loop(rule.update, rule.update_block, objective.fg, objective.block_fun)
+    lane_views = objective.plain is not None
+    fixed_dim = d if d <= MAX_FIXED_DIM else 0
+    return _make_block_loop(rule.update, rule.update_block, objective.fg, objective.block_fun,
+                            lane_views, fixed_dim)
 
 
 @inlined
@@ -99,7 +103,7 @@ def lanes_share_settings(hyper, controls, counters, lo, live, first):
 
 
 @functools.lru_cache(maxsize=256)
-def _make_block_loop(update, update_block, fg, block_fun):
+def _make_block_loop(update, update_block, fg, block_fun, lane_views=False, fixed_dim=0):
     blockwise = block_fun is not None
 
     update_flat = called_update(update)  # called, not inlined: see called_update
@@ -111,6 +115,11 @@ def _make_block_loop(update, update_block, fg, block_fun):
         d, B = Xb.shape
         if blockwise:
             call_block(block_fun, Xb, Gs, Fs, args)
+        elif lane_views:
+            for b in range(B):
+                if mask[b]:
+                    Fb[b] = fg(Xb[:, b], Gb[:, b], args, controls[lo + b, FD_STEP],
+                               counters[lo + b])
         else:
             for b in range(B):
                 if mask[b]:
@@ -139,7 +148,7 @@ def _make_block_loop(update, update_block, fg, block_fun):
 
     @driver
     def run_block(args, X, G, F, state, hyper, controls, counters, lo, B, max_steps):
-        d = X.shape[1]
+        d = fixed_dim if fixed_dim > 0 else X.shape[1]
         n_state = state.shape[1]
         n_hyper = hyper.shape[1]
         Xb = np.empty((d, B))

@@ -248,7 +248,7 @@ class Objective(NamedTuple):
 # same numbers: anything else (fastmath, parallel, boundscheck=True, ...) is kept by
 # calling the user's own compiled function.
 _INLINE_SAFE_OPTIONS = {"nopython": True, "boundscheck": None, "nogil": True,
-                        "error_model": "python"}
+                        "error_model": "python", "inline": "always"}
 
 
 def inline_copy(f):
@@ -266,7 +266,7 @@ def inline_copy(f):
         return f
     for name, value in options.items():
         if name not in _INLINE_SAFE_OPTIONS or value not in (_INLINE_SAFE_OPTIONS[name], None,
-                                                             False, "numpy"):
+                                                             False, "numpy", "never"):
             return f
     return inlined(f.py_func)
 
