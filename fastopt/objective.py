@@ -304,7 +304,8 @@ def inline_copy(f):
     return inlined(f.py_func)
 
 
-_NOT_INLINABLE = set()  # (fun, jac) pairs numba could not inline
+_NOT_INLINABLE = set()  # (fun, jac) pairs numba could not compile inlined (or, in the
+# block driver, on a lane's strided column): later calls are built plain
 
 
 def run_with_fallback(objective, run):

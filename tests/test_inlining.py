@@ -84,3 +84,23 @@ def test_exception_in_objective_propagates_from_a_batch():
         with pytest.raises(ValueError, match="objective undefined for positive x"):
             fastopt.minimize_batch(fun, np.array([[-1.0], [-2.0]]), method=method,
                                    options={"lr": 1.5} if method == "gd" else None)
+
+
+@numba.njit
+def sphere_dot(x):
+    return x @ x  # numba's @ takes contiguous arrays only
+
+
+@numba.njit
+def sphere_dot_grad(x):
+    return 2.0 * x
+
+
+def test_an_objective_for_contiguous_arrays_only_runs_on_copies_in_a_batch():
+    kw = dict(jac=sphere_dot_grad, method="adam", options={"lr": 0.05, "maxiter": 200})
+    res = fastopt.minimize_batch(sphere_dot, X0, **kw)
+    assert (sphere_dot, sphere_dot_grad) in _NOT_INLINABLE
+    for i in (0, 39):
+        single = fastopt.minimize(sphere_dot, X0[i], **kw)
+        np.testing.assert_array_equal(res.x[i], single.x)
+        assert res.nit[i] == single.nit
