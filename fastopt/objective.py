@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
-from numba.core.errors import NumbaError
+from numba.core.errors import NumbaError, NumbaPerformanceWarning
 from numba.extending import is_jitted, overload
 
 from ._jit import driver, inlined
@@ -313,13 +313,17 @@ def run_with_fallback(objective, run):
     ``run(objective.plain)`` (remembered: later calls are built plain from the start).
 
     A compile error is raised before the compiled code runs, so nothing has been
-    changed when the call is repeated.
+    changed when the call is repeated. numba's performance warning counts as one: it
+    says the user's code wants contiguous arrays (``x @ y`` on a lane's column, which
+    numba computes differently, so the batch row would not match the single run).
     """
-    try:
+    if objective.plain is None:
         return run(objective)
-    except NumbaError:
-        if objective.plain is None:
-            raise
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", NumbaPerformanceWarning)
+            return run(objective)
+    except (NumbaError, NumbaPerformanceWarning):
         _NOT_INLINABLE.add(_PLAIN_KEYS.get(objective.fg))
         return run(objective.plain)
 
