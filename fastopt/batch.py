@@ -123,7 +123,8 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
     setup = parse(method, options, tol, d, n_starts=n)
     objective, args = prepare(fun, X0[0], args, jac, hess, setup.rule.needs_hess)
     work = Workspace(X0, setup)
-    run_with_fallback(objective, lambda obj: work.run_all(setup, obj, args, MAX_STEPS, workers))
+    run_with_fallback(
+        objective, lambda obj, call: call(work.run_all, setup, obj, args, MAX_STEPS, workers))
     return _result(work, setup)
 
 

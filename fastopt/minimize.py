@@ -85,40 +85,42 @@ def minimize(fun, x0, args=(), method="adam", jac=None, hess=None, hessp=None, b
     x0 = as_points(x0, "x0", batch=False)
     setup = parse(method, options, tol, x0.size)
     objective, args = prepare(fun, x0, args, jac, hess, setup.rule.needs_hess)
-    work = run_with_fallback(objective, lambda obj: _minimize(x0, setup, obj, args, callback))
+    work = run_with_fallback(
+        objective, lambda obj, call: _minimize(x0, setup, obj, args, callback, call))
     return _result(work, setup)
 
 
-def _minimize(x0, setup, objective, args, callback):
+def _minimize(x0, setup, objective, args, callback, call):
     history = setup.history_every > 0
     loop, loop_args, portable = loop_for(setup.rule, objective, args, history, x0.size)
     if not portable:
-        return _run(x0, setup, loop, args, callback)
+        return _run(x0, setup, loop, args, callback, call)
     with quiet_first_class_functions():
-        work = _run(x0, setup, loop, loop_args, callback)
+        work = _run(x0, setup, loop, loop_args, callback, call)
     if work.counters[0, L.RAISED]:
         # the objective raised inside the portable loop's C wrapper: rerun where it
         # propagates with its message
         loop = make_loop(setup.rule, objective, history, x0.size)
-        work = _run(x0, setup, loop, args, callback)
+        call.again()
+        work = _run(x0, setup, loop, args, callback, call)
     return work
 
 
-def _run(x0, setup, loop, args, callback):
+def _run(x0, setup, loop, args, callback, call):
     work = Workspace(x0[None, :].copy(), setup)
     if callback is None:
-        work.run_one(loop, args, MAX_STEPS)
+        call(work.run_one, loop, args, MAX_STEPS)
     else:
-        _run_with_callback(work, loop, args, callback)
+        _run_with_callback(work, loop, args, callback, call)
     return work
 
 
-def _run_with_callback(work, loop, args, callback):
+def _run_with_callback(work, loop, args, callback, call):
     wants_result = _wants_intermediate_result(callback)
     counters = work.counters[0]
     while True:
         nit_before = counters[L.NIT]
-        work.run_one(loop, args, 1)
+        call(work.run_one, loop, args, 1)
         if counters[L.NIT] > nit_before:
             x = work.X[0].copy()
             try:

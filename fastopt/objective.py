@@ -308,24 +308,52 @@ _NOT_INLINABLE = set()  # (fun, jac) pairs numba could not compile inlined (or, 
 # block driver, on a lane's strided column): later calls are built plain
 
 
-def run_with_fallback(objective, run):
-    """``run(objective)``; if numba cannot compile it with the user's functions inlined,
-    ``run(objective.plain)`` (remembered: later calls are built plain from the start).
+class FirstCall:
+    """Make calls into compiled code; the first one (which compiles) under the fallback's rules.
 
+    numba's performance warnings are errors during the first call only, and
+    :func:`run_with_fallback` falls back only on errors raised before the first call
+    returned: a user's callback that raises later is never mistaken for a compile failure.
+    """
+
+    def __init__(self, strict=True):
+        self.strict = strict
+        self.done = not strict
+
+    def again(self):
+        """Treat the next call as a first one (it compiles a new loop)."""
+        self.done = not self.strict
+
+    def __call__(self, fn, *args):
+        if self.done:
+            return fn(*args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", NumbaPerformanceWarning)
+            out = fn(*args)
+        self.done = True
+        return out
+
+
+def run_with_fallback(objective, run):
+    """``run(objective, call)``; if numba cannot compile it with the user's functions inlined,
+    ``run(objective.plain, call)`` (remembered: later calls are built plain from the start).
+
+    ``run`` makes its calls into compiled code through ``call`` (a :class:`FirstCall`).
     A compile error is raised before the compiled code runs, so nothing has been
     changed when the call is repeated. numba's performance warning counts as one: it
     says the user's code wants contiguous arrays (``x @ y`` on a lane's column, which
     numba computes differently, so the batch row would not match the single run).
     """
     if objective.plain is None:
-        return run(objective)
+        return run(objective, FirstCall(strict=False))
+    first = FirstCall()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", NumbaPerformanceWarning)
-            return run(objective)
+        return run(objective, first)
     except (NumbaError, NumbaPerformanceWarning):
+        if first.done:
+            raise
         _NOT_INLINABLE.add(_PLAIN_KEYS.get(objective.fg))
-        return run(objective.plain)
+        return run(objective.plain, FirstCall(strict=False))
 
 
 _PLAIN_KEYS = {}  # inlined fg -> its (fun, jac), for _NOT_INLINABLE

@@ -104,3 +104,18 @@ def test_an_objective_for_contiguous_arrays_only_runs_on_copies_in_a_batch():
         single = fastopt.minimize(sphere_dot, X0[i], **kw)
         np.testing.assert_array_equal(res.x[i], single.x)
         assert res.nit[i] == single.nit
+
+
+def test_a_callback_raising_a_numba_error_is_not_taken_for_a_compile_failure():
+    calls = []
+
+    def callback(x):
+        calls.append(x.copy())
+        if len(calls) == 3:
+            raise numba.core.errors.TypingError("raised by the callback")
+
+    fastopt.minimize(inlinable, X0[1], **KW)  # the portable loop: the next call compiles
+    with pytest.raises(numba.core.errors.TypingError, match="raised by the callback"):
+        fastopt.minimize(inlinable, X0[1], callback=callback, **KW)
+    assert len(calls) == 3  # not rerun from the start with the plain objective
+    assert (inlinable, None) not in _NOT_INLINABLE
