@@ -109,10 +109,15 @@ def _minimize(x0, setup, objective, args, callback, call):
 def _run(x0, setup, loop, args, callback, call):
     work = Workspace(x0[None, :].copy(), setup)
     if callback is None:
-        call(work.run_one, loop, args, MAX_STEPS)
+        call(work.run_one, loop, args, MAX_STEPS, compiled=_is_compiled(loop))
     else:
         _run_with_callback(work, loop, args, callback, call)
     return work
+
+
+def _is_compiled(loop):
+    """Whether the loop's ``run_start`` has been compiled (for some argument types)."""
+    return bool(getattr(loop[0], "overloads", None))
 
 
 def _run_with_callback(work, loop, args, callback, call):
@@ -120,7 +125,7 @@ def _run_with_callback(work, loop, args, callback, call):
     counters = work.counters[0]
     while True:
         nit_before = counters[L.NIT]
-        call(work.run_one, loop, args, 1)
+        call(work.run_one, loop, args, 1, compiled=_is_compiled(loop))
         if counters[L.NIT] > nit_before:
             x = work.X[0].copy()
             try:
