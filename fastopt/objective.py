@@ -304,8 +304,9 @@ def inline_copy(f):
     return inlined(f.py_func)
 
 
-_NOT_INLINABLE = set()  # (fun, jac) pairs numba could not compile inlined (or, in the
-# block driver, on a lane's strided column): later calls are built plain
+# Objectives whose inlined form numba could not compile (or, in the block driver, not on a
+# lane's strided column): prepare returns their plain form from then on.
+_NOT_INLINABLE = set()
 
 
 class FirstCall:
@@ -355,11 +356,8 @@ def run_with_fallback(objective, run):
     except (NumbaError, NumbaPerformanceWarning):
         if first.done:
             raise
-        _NOT_INLINABLE.add(_PLAIN_KEYS.get(objective.fg))
+        _NOT_INLINABLE.add(objective)
         return run(objective.plain, FirstCall(strict=False))
-
-
-_PLAIN_KEYS = {}  # inlined fg -> its (fun, jac), for _NOT_INLINABLE
 
 
 @driver
@@ -388,11 +386,7 @@ def _build(fun, jac, hess, mode, needs_hess, compiled, n_args, inline=False,
            returns=GENERAL_RETURNS):
     if inline:
         plain = _build(fun, jac, hess, mode, needs_hess, compiled, n_args, returns=returns)
-        objective = _build_inlined(fun, jac, hess, mode, needs_hess, n_args, returns)
-        if objective.fg is plain.fg:
-            return plain
-        _PLAIN_KEYS[objective.fg] = (fun, jac)
-        return objective._replace(plain=plain)
+        return _with_inlined_fg(plain, fun, jac, mode, n_args, returns)
     if compiled:
         fun, jac, hess = _compile(fun), _compile(jac), _compile(hess)
     else:
@@ -409,16 +403,17 @@ def _build(fun, jac, hess, mode, needs_hess, compiled, n_args, inline=False,
     return Objective(fg, hess_eval, compiled, fun if mode == BLOCK else None)
 
 
-def _build_inlined(fun, jac, hess, mode, needs_hess, n_args, returns):
-    """As ``_build`` (compiled), with ``fun`` and ``jac`` inlined into ``fg``."""
-    plain = _build(fun, jac, hess, mode, needs_hess, True, n_args, returns=returns)
+def _with_inlined_fg(plain, fun, jac, mode, n_args, returns):
+    """``plain`` (compiled) with ``fg`` built around inlined copies of ``fun`` and ``jac``,
+    and ``plain`` kept as its fallback; ``plain`` itself if there is nothing to inline."""
     if mode == BLOCK or n_args > MAX_EXPANDED_ARGS:
         return plain
-    fun_inlined, jac_inlined = inline_copy(_compile(fun)), inline_copy(_compile(jac))
-    if fun_inlined is _compile(fun) and jac_inlined is _compile(jac):
+    fun, jac = _compile(fun), _compile(jac)
+    fun_inlined, jac_inlined = inline_copy(fun), inline_copy(jac)
+    if fun_inlined is fun and jac_inlined is jac:
         return plain
     fg = inlined(_make_fg(fun_inlined, jac_inlined, mode, n_args, returns))
-    return plain._replace(fg=fg)
+    return plain._replace(fg=fg, plain=plain)
 
 
 # fg as a C function for the portable loop: (x, g, d, fd_step, counters) -> f, where x, g
@@ -556,12 +551,13 @@ def prepare(fun, x0, args, jac=None, hess=None, needs_hess=False):
             _VALIDATED[key] = validated
     compiled, returns = validated
     try:
-        inline = compiled and (fun, jac_fun) not in _NOT_INLINABLE
-        objective = _build(fun, jac_fun, hess, mode, needs_hess, compiled, len(args), inline,
+        objective = _build(fun, jac_fun, hess, mode, needs_hess, compiled, len(args), compiled,
                            returns)
     except TypeError:  # unhashable callables: build without the cache (nor inlining)
-        objective = _build.__wrapped__(fun, jac_fun, hess, mode, needs_hess, compiled,
-                                       len(args))
+        return _build.__wrapped__(fun, jac_fun, hess, mode, needs_hess, compiled, len(args),
+                                  returns=returns), args
+    if objective in _NOT_INLINABLE:
+        objective = objective.plain
     return objective, args
 
 

@@ -24,6 +24,13 @@ def quadratic_grad(x):
     return g
 
 
+def undefined_for_positive_x(x):
+    """x0^2, raising for x0 > 0: an objective that fails part-way through a run."""
+    if x[0] > 0.0:
+        raise ValueError("objective undefined for positive x")
+    return x[0] * x[0]
+
+
 def quadratic_minimizer(d):
     return np.array([1.0 if i % 2 == 0 else -2.0 for i in range(d)])
 

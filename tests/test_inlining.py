@@ -4,26 +4,16 @@ import numba
 import numpy as np
 import pytest
 from numba import objmode
+from problems import undefined_for_positive_x
 
 import fastopt
-from fastopt.objective import _NOT_INLINABLE, inline_copy, prepare
+from fastopt.functions import rosenbrock
+from fastopt.objective import inline_copy, prepare
 
-
-def rosenbrock_inplace(x, g):
-    s = 0.0
-    for i in range(x.size):
-        g[i] = 0.0
-    for i in range(x.size - 1):
-        a = x[i + 1] - x[i] ** 2
-        s += 100.0 * a**2 + (1.0 - x[i]) ** 2
-        g[i] += -400.0 * x[i] * a - 2.0 * (1.0 - x[i])
-        g[i + 1] += 200.0 * a
-    return s
-
-
-inlinable = numba.njit(rosenbrock_inplace)
+# A user's @njit in-place objective: the built-in Rosenbrock's Python source, compiled afresh.
+inlinable = numba.njit(rosenbrock.fg.py_func)
 # Bounds checks change no number, but the option is one an inlined copy would lose: called.
-called = numba.njit(boundscheck=True)(rosenbrock_inplace)
+called = numba.njit(boundscheck=True)(rosenbrock.fg.py_func)
 
 
 @numba.njit
@@ -38,10 +28,15 @@ KW = dict(jac="inplace", method="adam", options={"lr": 0.01, "maxiter": 300})
 X0 = np.random.default_rng(3).uniform(-2, 2, size=(40, 3))
 
 
+def _is_plain(fun, jac):
+    """Whether fastopt now builds ``fun`` without inlining (no fallback left)."""
+    return prepare(fun, X0[0], (), jac=jac)[0].plain is None
+
+
 def test_which_functions_are_inlined():
     assert inline_copy(inlinable) is not inlinable
     assert inline_copy(called) is called
-    assert inline_copy(numba.njit(fastmath=True)(rosenbrock_inplace)).targetoptions["fastmath"]
+    assert inline_copy(numba.njit(fastmath=True)(rosenbrock.fg.py_func)).targetoptions["fastmath"]
     objective, _ = prepare(inlinable, X0[0], (), jac="inplace")
     assert objective.plain is not None and objective.fg is not objective.plain.fg
     objective, _ = prepare(called, X0[0], (), jac="inplace")
@@ -67,22 +62,17 @@ def test_inlined_and_called_functions_give_the_same_bits(run):
 @pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning")  # object mode, no nogil
 def test_a_function_numba_cannot_inline_is_called():
     res = fastopt.minimize_batch(through_object_mode, X0, **KW)
-    assert (through_object_mode, None) in _NOT_INLINABLE
+    assert _is_plain(through_object_mode, jac="inplace")  # remembered for later calls
     np.testing.assert_array_equal(res.x, fastopt.minimize_batch(inlinable, X0, **KW).x)
     single = fastopt.minimize(through_object_mode, X0[5], **KW)
     np.testing.assert_array_equal(single.x, res.x[5])
 
 
 def test_exception_in_objective_propagates_from_a_batch():
-    @numba.njit
-    def fun(x):
-        if x[0] > 0.0:
-            raise ValueError("objective undefined for positive x")
-        return x[0] * x[0]
-
     for method in ("gd", "bfgs"):  # the lockstep blocks, and one start per task
         with pytest.raises(ValueError, match="objective undefined for positive x"):
-            fastopt.minimize_batch(fun, np.array([[-1.0], [-2.0]]), method=method,
+            fastopt.minimize_batch(undefined_for_positive_x, np.array([[-1.0], [-2.0]]),
+                                   method=method,
                                    options={"lr": 1.5} if method == "gd" else None)
 
 
@@ -99,7 +89,7 @@ def sphere_dot_grad(x):
 def test_an_objective_for_contiguous_arrays_only_runs_on_copies_in_a_batch():
     kw = dict(jac=sphere_dot_grad, method="adam", options={"lr": 0.05, "maxiter": 200})
     res = fastopt.minimize_batch(sphere_dot, X0, **kw)
-    assert (sphere_dot, sphere_dot_grad) in _NOT_INLINABLE
+    assert _is_plain(sphere_dot, jac=sphere_dot_grad)
     for i in (0, 39):
         single = fastopt.minimize(sphere_dot, X0[i], **kw)
         np.testing.assert_array_equal(res.x[i], single.x)
@@ -118,4 +108,4 @@ def test_a_callback_raising_a_numba_error_is_not_taken_for_a_compile_failure():
     with pytest.raises(numba.core.errors.TypingError, match="raised by the callback"):
         fastopt.minimize(inlinable, X0[1], callback=callback, **KW)
     assert len(calls) == 3  # not rerun from the start with the plain objective
-    assert (inlinable, None) not in _NOT_INLINABLE
+    assert not _is_plain(inlinable, jac="inplace")

@@ -8,7 +8,7 @@ import warnings
 import numba
 import numpy as np
 import pytest
-from problems import quadratic, quadratic_grad, quadratic_minimizer
+from problems import quadratic, quadratic_grad, quadratic_minimizer, undefined_for_positive_x
 from scipy.optimize import OptimizeResult, OptimizeWarning
 
 import fastopt
@@ -225,15 +225,9 @@ def test_first_call_runs_the_portable_loop_bit_identical_to_the_specialized_one(
 
 
 def test_exception_in_objective_propagates_from_the_portable_loop():
-    @numba.njit
-    def fun(x):
-        if x[0] > 0.0:
-            raise ValueError("objective undefined for positive x")
-        return x[0] * x[0]
-
     with pytest.raises(ValueError, match="objective undefined for positive x"):
         # gradient descent with lr 1.5 overshoots from -1 to +2 at the first step
-        fastopt.minimize(fun, [-1.0], method="gd", options={"lr": 1.5})
+        fastopt.minimize(undefined_for_positive_x, [-1.0], method="gd", options={"lr": 1.5})
 
 
 PORTABLE_CACHE_SCRIPT = """
