@@ -22,9 +22,16 @@ Two ways to update a block:
 * otherwise (a sweep of per-start options) the rule's ``update_block`` reads each
   lane's own column of hyperparameters and leaves stopped lanes untouched.
 
-The objective is evaluated per lane (the lane's column is gathered into a
-contiguous vector for ``fg``), or, for the block protocol ``jac="block"``, once
-per block: ``fun(X, G, F, *args)`` with ``X`` and ``G`` of shape (d, B).
+The objective is evaluated per lane (on the lane's column of ``Xb`` in place, or
+on a contiguous copy when the function needs one), or, for the block protocol
+``jac="block"``, once per block: ``fun(X, G, F, *args)`` with ``X`` and ``G`` of
+shape (d, B).
+
+After each step one pass over the block checks the new values (finite, gtol) and
+keeps them as the last finite point. The per-lane status pass runs only after a
+step in which some lane stopped or diverged (or could have: xtol, ftol, a lane's
+maxiter): on the other steps every stepping lane moved and steps again, and the
+iterations are counted at the next status pass.
 """
 
 import functools
@@ -240,45 +247,64 @@ def _make_block_loop(update, update_block, fg, block_fun, lane_views=False, fixe
             any_clip_or_schedule |= (controls[r, CLIP_VALUE] > 0.0 or controls[r, CLIP_NORM] > 0.0
                                      or controls[r, SCHEDULE_KIND] != 0.0)
 
+        # The last finite point (kept for a rollback, and for xtol and ftol) and the gtol test
+        # are taken in the pass that checks a step's new values: into (Xq, Gq, Fq), which then
+        # swap with (Xp, Gp, Fp).
+        Xq = np.empty((d, B))
+        Gq = np.empty((d, B))
+        Fq = np.empty(B)
+        small_grad = np.empty(B, dtype=np.bool_)
+        for b in range(B):
+            small_grad[b] = True
+            Fp[b] = Fb[b]
+        for i in range(d):
+            for b in range(B):
+                g = Gb[i, b]
+                small_grad[b] &= abs(g) <= gtol[b]
+                Gp[i, b] = g
+                Xp[i, b] = Xb[i, b]
+
+        # Quiet steps: while no lane stops or diverges, a step needs no status pass, and the
+        # steps are counted in ``nit`` and ``step`` at the next review. Only when nothing reads
+        # those counts in between: shared settings, no schedule, no xtol or ftol.
+        quiet_allowed = shared and not (any_clip_or_schedule or any_xtol or any_ftol)
+        quiet = 0  # quiet steps not yet counted
+        quiet_until = 0.0  # a lane runs out of iterations at this many steps
         steps = 0
         n_running = B + 1
+        review = True
         while True:
-            # Before a step: the gtol test, and the point kept for a rollback or xtol.
-            for b in range(B):
-                flag[b] = True
-            for i in range(d):
+            if review:
+                in_budget = steps < max_steps
+                n_active = 0
+                n_now_running = 0
+                iterations_left = np.inf
                 for b in range(B):
-                    g = Gb[i, b]
-                    flag[b] &= abs(g) <= gtol[b]
-                    Gp[i, b] = g
-                    Xp[i, b] = Xb[i, b]
-            in_budget = steps < max_steps
-            n_active = 0
-            n_now_running = 0
-            for b in range(B):
-                s = status[b]
-                running = s == st.RUNNING
-                converged = running & flag[b]
-                exhausted = running & (not converged) & (nit[b] >= maxiter[b])
-                s = st.GTOL if converged else s
-                status[b] = st.MAXITER if exhausted else s
-                go = running & (not converged) & (not exhausted)
-                n_now_running += go
-                go &= in_budget
-                active[b] = go
-                n_active += go
-                step[b] += go  # the rule's step counter (torch's state["step"])
-                Fp[b] = Fb[b]
-            if n_now_running < n_running:  # some lanes stopped: keep their state
-                n_running = n_now_running
-                for b in range(B):
-                    if not saved[b] and status[b] != st.RUNNING:
-                        saved[b] = True
-                        for k in range(n_state):
-                            for i in range(d):
-                                state[lo + b, k, i] = Sb[k, i, b]
-            if n_active == 0:
-                break
+                    s = status[b]
+                    running = s == st.RUNNING
+                    converged = running & small_grad[b]
+                    exhausted = running & (not converged) & (nit[b] >= maxiter[b])
+                    s = st.GTOL if converged else s
+                    status[b] = st.MAXITER if exhausted else s
+                    go = running & (not converged) & (not exhausted)
+                    n_now_running += go
+                    go &= in_budget
+                    active[b] = go
+                    n_active += go
+                    step[b] += go  # the rule's step counter (torch's state["step"])
+                    left = maxiter[b] - nit[b]
+                    iterations_left = min(iterations_left, left if go else np.inf)
+                quiet_until = steps + iterations_left
+                if n_now_running < n_running:  # some lanes stopped: keep their state
+                    n_running = n_now_running
+                    for b in range(B):
+                        if not saved[b] and status[b] != st.RUNNING:
+                            saved[b] = True
+                            for k in range(n_state):
+                                for i in range(d):
+                                    state[lo + b, k, i] = Sb[k, i, b]
+                if n_active == 0:
+                    break
             if any_clip_or_schedule:
                 for b in range(B):
                     if not active[b]:
@@ -305,9 +331,18 @@ def _make_block_loop(update, update_block, fg, block_fun, lane_views=False, fixe
             evaluate(args, Xb, Gb, Fb, active, controls, counters, lo, xbuf, gbuf, Gs, Fs)
             steps += 1
 
-            # After a step: take the new values, then divergence, xtol and ftol.
+            # After a step: take the new values, check them and keep them (gtol is tested here
+            # for the next step), then xtol and ftol.
             for b in range(B):
-                flag[b] = True
+                f = Fb[b]
+                if blockwise:
+                    new = Fs[b]
+                    f = new if active[b] else f
+                    Fb[b] = f
+                    evals[b] += active[b]
+                Fq[b] = f
+                flag[b] = f - f == 0.0
+                small_grad[b] = True
                 flag2[b] = any_xtol
             for i in range(d):
                 for b in range(B):
@@ -318,41 +353,51 @@ def _make_block_loop(update, update_block, fg, block_fun, lane_views=False, fixe
                         Gb[i, b] = g
                     x = Xb[i, b]
                     flag[b] &= (g - g == 0.0) & (x - x == 0.0)
+                    small_grad[b] &= abs(g) <= gtol[b]
+                    Gq[i, b] = g
+                    Xq[i, b] = x
             if any_xtol:
                 for i in range(d):
                     for b in range(B):
                         flag2[b] &= abs(Xb[i, b] - Xp[i, b]) <= xtol[b]
-            n_diverged = 0
+
+            review = not quiet_allowed or steps >= max_steps or steps >= quiet_until
             for b in range(B):
-                f = Fb[b]
-                if blockwise:
-                    new = Fs[b]
-                    f = new if active[b] else f
-                    Fb[b] = f
-                    evals[b] += active[b]
-                f_prev = Fp[b]
-                finite = flag[b] & (f - f == 0.0)
-                moved = active[b] & finite
-                diverged = active[b] & (not finite)
-                nit[b] += moved
-                s = status[b]
-                if any_ftol or any_xtol:
-                    x_converged = moved & flag2[b] & (xtol[b] > 0.0)
-                    scale = max(abs(f), abs(f_prev), 1.0)
-                    f_converged = (moved & (ftol[b] > 0.0)
-                                   & (abs(f - f_prev) <= ftol[b] * scale))
-                    s = st.FTOL if f_converged else s
-                    s = st.XTOL if x_converged else s
-                status[b] = st.DIVERGED if diverged else s
-                flag[b] = diverged
-                n_diverged += diverged
-            if n_diverged > 0:  # back to the last finite point
+                review |= active[b] & (small_grad[b] | (not flag[b]))
+            if not review:
+                quiet += 1
+            else:
+                n_diverged = 0
                 for b in range(B):
-                    if flag[b]:
-                        Fb[b] = Fp[b]
-                        for i in range(d):
-                            Xb[i, b] = Xp[i, b]
-                            Gb[i, b] = Gp[i, b]
+                    nit[b] += quiet * active[b]
+                    step[b] += quiet * active[b]
+                    f, f_prev = Fb[b], Fp[b]
+                    finite = flag[b]
+                    moved = active[b] & finite
+                    diverged = active[b] & (not finite)
+                    nit[b] += moved
+                    s = status[b]
+                    if any_ftol or any_xtol:
+                        x_converged = moved & flag2[b] & (xtol[b] > 0.0)
+                        scale = max(abs(f), abs(f_prev), 1.0)
+                        f_converged = (moved & (ftol[b] > 0.0)
+                                       & (abs(f - f_prev) <= ftol[b] * scale))
+                        s = st.FTOL if f_converged else s
+                        s = st.XTOL if x_converged else s
+                    status[b] = st.DIVERGED if diverged else s
+                    flag[b] = diverged
+                    n_diverged += diverged
+                quiet = 0
+                if n_diverged > 0:  # back to the last finite point
+                    for b in range(B):
+                        if flag[b]:
+                            Fb[b] = Fq[b] = Fp[b]
+                            for i in range(d):
+                                Xb[i, b] = Xq[i, b] = Xp[i, b]
+                                Gb[i, b] = Gq[i, b] = Gp[i, b]
+            Xp, Xq = Xq, Xp
+            Gp, Gq = Gq, Gp
+            Fp, Fq = Fq, Fp
 
         for b in range(B):
             r = lo + b

@@ -233,3 +233,25 @@ def test_block_driver_resumes_in_chunks_exactly(lr):
     np.testing.assert_array_equal(one.X, chunked.X)
     np.testing.assert_array_equal(one.state, chunked.state)
     np.testing.assert_array_equal(one.counters, chunked.counters)
+
+
+def test_lanes_stopping_at_different_steps_follow_single_runs():
+    # With shared settings the lockstep driver skips its status pass on steps where no lane
+    # stops or diverges; lanes that stop by gtol, by their own maxiter, or by diverging,
+    # at scattered steps, must still end as their single runs do.
+    rng = np.random.default_rng(11)
+    X0 = rng.uniform(-2, 2, size=(300, 2))
+    X0[::7] *= 8.0  # these diverge after a few steps
+    maxiter = rng.integers(50, 400, size=300).astype(float)
+    options = {"lr": 1e-3, "gtol": 1e-2}
+    res = fastopt.minimize_batch(rosenbrock.fg, X0, jac="inplace", method="sgd",
+                                 options={**options, "maxiter": maxiter})
+    for code in (Status.GTOL, Status.MAXITER, Status.DIVERGED):
+        lanes = np.flatnonzero(res.status == code)
+        assert lanes.size > 0
+        for i in lanes[:3]:
+            single = fastopt.minimize(rosenbrock.fg, X0[i], jac="inplace", method="sgd",
+                                      options={**options, "maxiter": maxiter[i]})
+            np.testing.assert_array_equal(res.x[i], single.x)
+            assert (res.fun[i], res.nit[i], res.nfev[i]) == (single.fun, single.nit, single.nfev)
+            assert res.status[i] == single.status
