@@ -14,7 +14,8 @@ Inside fastopt's loops the user's ``fun`` and ``jac`` are inlined (see
 :func:`inline_copy`): a call across numba's function boundary counts references
 to every array argument with atomic instructions, ~25 ns per call, ten times a
 2-D Adam update. A function numba cannot inline runs through an ordinary call
-(:func:`run_with_fallback`).
+(:func:`run_with_fallback`). A gradient that allocates its result is, where its
+source allows, rewritten to write into the loop's buffer (:mod:`fastopt.rewrite`).
 """
 
 import functools
@@ -29,8 +30,10 @@ from numba.extending import is_jitted, overload
 
 from ._jit import driver, inlined
 from ._layout import N_COUNTERS, NFEV, NHEV, NJEV, RAISED
+from .rewrite import gradient_in_place
 
 CENTRAL, FORWARD, JAC, FUN_AND_JAC = "3-point", "2-point", "jac", "fun_and_jac"
+JAC_IN_PLACE = "jac_in_place"  # jac rewritten to write into g (fastopt.rewrite); not a user mode
 INPLACE, BLOCK = "inplace", "block"
 HESS_REL_STEP = float(np.finfo(float).eps ** (1 / 3))
 DEFAULT_REL_STEP = {CENTRAL: np.finfo(float).eps ** (1 / 3), FORWARD: np.finfo(float).eps ** 0.5}
@@ -101,6 +104,14 @@ _FG_SOURCE = {
 def fg(x, g, args, fd_step, counters):
     f = to_float(fun(x{a}))
     store_vector(g, jac(x{a}))
+    counters[NFEV] += 1
+    counters[NJEV] += 1
+    return f
+""",
+    JAC_IN_PLACE: """
+def fg(x, g, args, fd_step, counters):
+    f = to_float(fun(x{a}))
+    jac(x, g{a})
     counters[NFEV] += 1
     counters[NJEV] += 1
     return f
@@ -412,6 +423,15 @@ def _with_inlined_fg(plain, fun, jac, mode, n_args, returns):
     fun_inlined, jac_inlined = inline_copy(fun), inline_copy(jac)
     if fun_inlined is fun and jac_inlined is jac:
         return plain
+    if returns.vector_grad:  # the gradient is a 1-D array: write it into g, if the source allows
+        if mode == JAC and jac_inlined is not jac:
+            in_place = gradient_in_place(jac_inlined.py_func)
+            if in_place is not None:
+                mode, jac_inlined = JAC_IN_PLACE, inlined(in_place)
+        elif mode == FUN_AND_JAC and fun_inlined is not fun:
+            in_place = gradient_in_place(fun_inlined.py_func, returns_value=True)
+            if in_place is not None:
+                mode, fun_inlined = INPLACE, inlined(in_place)
     fg = inlined(_make_fg(fun_inlined, jac_inlined, mode, n_args, returns))
     return plain._replace(fg=fg, plain=plain)
 
