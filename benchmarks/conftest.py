@@ -116,7 +116,8 @@ def user_rosenbrock_inplace(x, g):
 OBJECTIVES = {
     # fastopt's built-in in-place objective: fun(x, g) -> f with jac="inplace"
     "builtin-inplace": rosenbrock.minimize_kwargs(),
-    # a user's @njit pair fun(x) -> f, jac(x) -> g (allocates g on every call)
+    # a user's @njit pair fun(x) -> f, jac(x) -> g (jac returns a new g, which fastopt
+    # rewrites to write into its own buffer: fastopt.rewrite)
     "user-njit-fun+jac": {"fun": user_rosenbrock, "jac": user_rosenbrock_grad},
     # the same user's @njit objective in fastopt's in-place protocol
     "user-njit-inplace": {"fun": user_rosenbrock_inplace, "jac": "inplace"},

@@ -262,8 +262,9 @@ def section_batch(S, repeats, targets):
         "peers run the same starts. fastopt = built-in in-place objective "
         "(`rosenbrock.minimize_kwargs()`), fastopt-block = built-in block objective "
         "(`rosenbrock.batch_kwargs()`, jac='block'), fastopt-user-njit = a user's per-point "
-        "@njit fun + jac (jac allocates its result), fastopt-user-inplace = the same user's "
-        "per-point @njit objective written in place (jac='inplace'). adam-arithmetic-floor = "
+        "@njit fun + jac (jac returns a new array; fastopt rewrites it to write in place), "
+        "fastopt-user-inplace = the same user's per-point @njit objective written in place "
+        "(jac='inplace'). adam-arithmetic-floor = "
         "torch's Adam update alone (fixed gradient, no checks, tiles in cache): a lower bound "
         "for any implementation of the workload, not one. Ratios < 1: fastopt is "
         "faster. |Δx| = max difference of the final points from fastopt's.\n")
