@@ -84,7 +84,7 @@ def lanes_for(d):
 
 def make_block_loop(rule, objective, d):
     """Build ``run_blocks`` for a first-order rule and a compiled objective (memoized)."""
-    lane_views = objective.plain is not None
+    lane_views = objective.lane_views
     fixed_dim = d if d <= MAX_FIXED_DIM else 0
     return _make_block_loop(rule.update, rule.update_block, objective.fg, objective.block_fun,
                             lane_views, fixed_dim)

@@ -286,6 +286,7 @@ class Objective(NamedTuple):
     compiled: bool
     block_fun: Callable = None  # the user's block function (jac="block"), compiled
     plain: "Objective" = None  # the same with the user's functions called, not inlined
+    lane_views: bool = False  # the batch driver may evaluate fg on a lane's strided column
 
 
 # Compile options of a user's @njit function under which an inlined copy computes the
@@ -306,8 +307,8 @@ def inline_copy(f):
     is returned unchanged, so it is called as the user compiled it.
     """
     options = getattr(f, "targetoptions", None)
-    if options is None or not hasattr(f, "py_func"):
-        return f
+    if options is None or not hasattr(f, "py_func") or getattr(f, "locals", None):
+        return f  # not a dispatcher, or with locals= types the copy would not keep
     for name, value in options.items():
         if name not in _INLINE_SAFE_OPTIONS or value not in (_INLINE_SAFE_OPTIONS[name], None,
                                                              False, "numpy", "never"):
@@ -315,9 +316,9 @@ def inline_copy(f):
     return inlined(f.py_func)
 
 
-# Objectives whose inlined form numba could not compile (or, in the block driver, not on a
-# lane's strided column): prepare returns their plain form from then on.
-_NOT_INLINABLE = set()
+# Objectives numba could not compile as built -> the fallback that worked: prepare returns
+# the fallback from then on.
+_FALLBACK = {}
 
 
 class FirstCall:
@@ -349,9 +350,11 @@ class FirstCall:
         return out
 
 
-def run_with_fallback(objective, run):
-    """``run(objective, call)``; if numba cannot compile it with the user's functions inlined,
-    ``run(objective.plain, call)`` (remembered: later calls are built plain from the start).
+def run_with_fallback(objective, run, lane_views=False):
+    """``run(objective, call)``, falling back to simpler forms of the objective if numba
+    cannot compile it: with ``lane_views`` (the batch driver) first the same functions on
+    contiguous copies of the lanes, then ``objective.plain``, the user's functions called
+    rather than inlined. The form that worked is remembered (:func:`prepare` returns it).
 
     ``run`` makes its calls into compiled code through ``call`` (a :class:`FirstCall`).
     A compile error is raised before the compiled code runs, so nothing has been
@@ -359,16 +362,26 @@ def run_with_fallback(objective, run):
     says the user's code wants contiguous arrays (``x @ y`` on a lane's column, which
     numba computes differently, so the batch row would not match the single run).
     """
-    if objective.plain is None:
-        return run(objective, FirstCall(strict=False))
-    first = FirstCall()
-    try:
-        return run(objective, first)
-    except (NumbaError, NumbaPerformanceWarning):
-        if first.done:
-            raise
-        _NOT_INLINABLE.add(objective)
-        return run(objective.plain, FirstCall(strict=False))
+    forms = [objective]
+    if lane_views and objective.lane_views:
+        forms.append(objective._replace(lane_views=False))
+    if objective.plain is not None:
+        forms.append(objective.plain)
+    for form in forms[:-1]:
+        first = FirstCall()
+        try:
+            out = run(form, first)
+        except (NumbaError, NumbaPerformanceWarning):
+            if first.done:
+                raise
+            continue
+        if form is not objective:
+            _FALLBACK[objective] = form
+        return out
+    out = run(forms[-1], FirstCall(strict=False))
+    if len(forms) > 1:
+        _FALLBACK[objective] = forms[-1]
+    return out
 
 
 @driver
@@ -433,7 +446,7 @@ def _with_inlined_fg(plain, fun, jac, mode, n_args, returns):
             if in_place is not None:
                 mode, fun_inlined = INPLACE, inlined(in_place)
     fg = inlined(_make_fg(fun_inlined, jac_inlined, mode, n_args, returns))
-    return plain._replace(fg=fg, plain=plain)
+    return plain._replace(fg=fg, plain=plain, lane_views=True)
 
 
 # fg as a C function for the portable loop: (x, g, d, fd_step, counters) -> f, where x, g
@@ -576,9 +589,7 @@ def prepare(fun, x0, args, jac=None, hess=None, needs_hess=False):
     except TypeError:  # unhashable callables: build without the cache (nor inlining)
         return _build.__wrapped__(fun, jac_fun, hess, mode, needs_hess, compiled, len(args),
                                   returns=returns), args
-    if objective in _NOT_INLINABLE:
-        objective = objective.plain
-    return objective, args
+    return _FALLBACK.get(objective, objective), args
 
 
 _VALIDATED = {}  # (functions, mode, d, argument types) -> (compiled?, Returns)

@@ -17,16 +17,22 @@ operation, so the numbers are the same bit for bit. The same holds for a
 ``fun(x)`` returning ``(f, g)`` (``jac=True``): the copy writes ``g`` and returns
 ``f``.
 
-Anything else (no source, a closure, the array used other than by indexing, a
-second assignment, another return) is left alone: the function is then called
-as written. The user's own function is never modified.
+Anything else is left alone, and the function is then called as written: no
+source, or source that does not compile to the function's own bytecode (a file
+edited since, a wrapper); a closure or generator; ``x`` rebound; the array bound
+twice, read through a slice (a view, which could be copied where ``out`` is
+strided), or used other than by indexing; a body that can end without a return.
+The user's own function is never modified.
 """
 
 import ast
 import builtins
+import dis
 import inspect
+import linecache
 import textwrap
 import types
+from collections import Counter
 
 import numpy as np
 
@@ -61,70 +67,144 @@ def gradient_in_place(func, returns_value=False):
     """
     try:
         return _rewrite(func, returns_value)
-    except (_UnsupportedError, OSError, TypeError, SyntaxError, IndentationError):
+    except Exception:  # noqa: BLE001 - whatever fails, calling the function as written is safe
         return None
 
 
+_NOT_PLAIN = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 def _rewrite(func, returns_value):
-    if not isinstance(func, types.FunctionType) or func.__code__.co_freevars:
+    if not isinstance(func, types.FunctionType):
         raise _UnsupportedError
-    tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef):
+    code = func.__code__
+    if code.co_freevars or code.co_flags & _NOT_PLAIN:
         raise _UnsupportedError
-    definition = tree.body[0]
+    tree, definition = _parse(code)
     params = definition.args
     positional = params.posonlyargs + params.args
     if not positional or len(func.__defaults__ or ()) >= len(positional):
         raise _UnsupportedError  # no x, or x has a default: the new parameter would take it
-    if any(isinstance(node, ast.Name) and node.id == OUT for node in ast.walk(definition)):
+    if any(isinstance(node, ast.Name) and node.id.startswith(OUT) for node in ast.walk(tree)):
         raise _UnsupportedError
-    if any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
-                             ast.ClassDef, ast.Global, ast.Nonlocal))
+    if any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef,
+                             ast.Global, ast.Nonlocal, ast.Yield, ast.YieldFrom, ast.Await))
            for node in ast.walk(definition) if node is not definition):
         raise _UnsupportedError
+    if not isinstance(definition.body[-1], (ast.Return, ast.Raise)):
+        raise _UnsupportedError  # could end without a return (None), which is not a gradient
     x_name = positional[0].arg
-    resolve = _Resolver(func.__globals__)
+    bound = _bound_names(definition)
+    if bound[x_name]:
+        raise _UnsupportedError  # x rebound: an allocation "like x" is no longer like out
+    resolve = _Resolver(func.__globals__, set(code.co_varnames) | set(code.co_cellvars))
 
     returns = [node for node in ast.walk(definition) if isinstance(node, ast.Return)]
-    if not returns:
-        raise _UnsupportedError
     gradients = [_gradient_of(node, returns_value) for node in returns]
     if all(isinstance(g, ast.Name) for g in gradients):
-        if len({g.id for g in gradients}) != 1:
+        name = gradients[0].id
+        if any(g.id != name for g in gradients) or bound[name] != 1:
             raise _UnsupportedError
-        _replace_allocation(definition, gradients[0].id, x_name, gradients, resolve)
+        _replace_allocation(definition, name, x_name, gradients, resolve)
     elif all(_is_array_literal(g, resolve) for g in gradients):
         if len({len(g.args[0].elts) for g in gradients}) != 1:
             raise _UnsupportedError  # the probe saw one length; every return must have it
     else:
         raise _UnsupportedError
-    _ReturnRewriter(returns_value, resolve).visit(definition)
+    _ReturnRewriter(returns_value).visit(definition)
 
     new_param = ast.arg(arg=OUT)
     if params.posonlyargs:
         params.posonlyargs.insert(1, new_param)
     else:
         params.args.insert(1, new_param)
-    definition.decorator_list = []
-    definition.name = f"{func.__name__}_in_place"
+    definition.name = f"{code.co_name}_in_place"
     ast.fix_missing_locations(tree)
-    ast.increment_lineno(tree, func.__code__.co_firstlineno - 1)
-    module = compile(tree, func.__code__.co_filename, "exec")
-    code = next(c for c in module.co_consts
-                if isinstance(c, types.CodeType) and c.co_name == definition.name)
-    rewritten = types.FunctionType(code, func.__globals__, definition.name, func.__defaults__)
+    rewritten = _function(tree, definition.name, code.co_filename, func.__globals__)
+    rewritten.__defaults__ = func.__defaults__
     rewritten.__kwdefaults__ = func.__kwdefaults__
     return rewritten
 
 
-class _Resolver:
-    """What a name or ``module.attribute`` in the function refers to, through its globals."""
+def _parse(code):
+    """The module holding just the function's definition (no decorators), if its source
+    compiles to exactly the function's bytecode."""
+    # the lines as inspect.getsource(code) finds them, without its search of sys.modules
+    lines = linecache.getlines(code.co_filename)
+    source = "".join(inspect.getblock(lines[code.co_firstlineno - 1:]))
+    tree = ast.parse(textwrap.dedent(source))
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef):
+        raise _UnsupportedError
+    definition = tree.body[0]
+    definition.decorator_list = []
+    if definition.name != code.co_name:
+        raise _UnsupportedError
+    ast.increment_lineno(tree, code.co_firstlineno - 1)
+    if not _same_code(_function(tree, code.co_name, code.co_filename, {}).__code__, code):
+        raise _UnsupportedError
+    return tree, definition
 
-    def __init__(self, namespace):
+
+def _function(tree, name, filename, namespace):
+    """Compile ``tree`` and return its function ``name``, with ``namespace`` as its globals."""
+    module = compile(tree, filename, "exec")
+    code = next(c for c in module.co_consts if isinstance(c, types.CodeType) and c.co_name == name)
+    return types.FunctionType(code, namespace, name)
+
+
+def _instructions(code):
+    """The bytecode's operations and arguments; jump targets and the method-call form (which
+    differs between a function compiled in its module and alone) left out."""
+    return [("LOAD_ATTR" if i.opname == "LOAD_METHOD" else i.opname,
+             None if isinstance(i.argval, types.CodeType) or i.opcode in dis.hasjrel
+             or i.opcode in dis.hasjabs else i.argval)
+            for i in dis.get_instructions(code) if i.opname not in ("CACHE", "NOP")]
+
+
+def _same_code(a, b):
+    nested = inspect.CO_NESTED
+    fields = ("co_names", "co_varnames", "co_argcount", "co_posonlyargcount",
+              "co_kwonlyargcount", "co_freevars", "co_cellvars")
+    if (any(getattr(a, f) != getattr(b, f) for f in fields)
+            or a.co_flags & ~nested != b.co_flags & ~nested
+            or _instructions(a) != _instructions(b) or len(a.co_consts) != len(b.co_consts)):
+        return False
+    for x, y in zip(a.co_consts, b.co_consts, strict=True):
+        if isinstance(x, types.CodeType):
+            if not (isinstance(y, types.CodeType) and _same_code(x, y)):
+                return False
+        elif type(x) is not type(y) or x != y:
+            return False
+    return True
+
+
+def _bound_names(definition):
+    """How many times each name is bound in the body (parameters not counted)."""
+    bound = Counter()
+    for node in ast.walk(definition):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound[node.id] += 1
+        elif isinstance(node, ast.alias):
+            bound[node.asname or node.name.split(".")[0]] += 1
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+            bound[node.name] += 1
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            bound[node.rest] += 1
+    return bound
+
+
+class _Resolver:
+    """What a global name or ``module.attribute`` in the function refers to (None for a
+    local name, which could be anything)."""
+
+    def __init__(self, namespace, local_names):
         self.namespace = namespace
+        self.local_names = local_names
 
     def __call__(self, node):
         if isinstance(node, ast.Name):
+            if node.id in self.local_names:
+                return None
             if node.id in self.namespace:
                 return self.namespace[node.id]
             return getattr(builtins, node.id, None)
@@ -163,7 +243,7 @@ def _is_array_literal(node, resolve):
     return all(k.arg == "dtype" and _is_float64(k.value, resolve) for k in node.keywords)
 
 
-def _is_size_of(node, x_name):
+def _is_size_of(node, x_name, resolve):
     """``len(x)``, ``x.size``, ``x.shape`` or ``x.shape[0]``."""
     def is_x(n):
         return isinstance(n, ast.Name) and n.id == x_name
@@ -174,7 +254,7 @@ def _is_size_of(node, x_name):
         index = node.slice
         return (node.value.attr == "shape" and is_x(node.value.value)
                 and isinstance(index, ast.Constant) and index.value == 0)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "len":
+    if isinstance(node, ast.Call) and resolve(node.func) is builtins.len:
         return len(node.args) == 1 and is_x(node.args[0]) and not node.keywords
     return False
 
@@ -191,7 +271,7 @@ def _allocation_kind(node, x_name, resolve):
         if not (isinstance(argument, ast.Name) and argument.id == x_name):
             return None
     elif function in _ALLOCATE_SIZED:
-        if not _is_size_of(argument, x_name):
+        if not _is_size_of(argument, x_name, resolve):
             return None
     else:
         return None
@@ -202,27 +282,22 @@ def _replace_allocation(definition, name, x_name, gradients, resolve):
     """``name = np.zeros_like(x)`` -> ``name = out; name[:] = 0.0``, if ``name`` is assigned
     once, at the top of the body, and otherwise only indexed (or asked its size) and returned."""
     returned = {id(g) for g in gradients}
-    assignments = []
+    assignment = None
     for parent in ast.walk(definition):
         for field, value in ast.iter_fields(parent):
             for child in value if isinstance(value, list) else [value]:
                 if not (isinstance(child, ast.Name) and child.id == name):
                     continue
                 if isinstance(child.ctx, ast.Store):
-                    assignments.append(parent)
-                elif isinstance(child.ctx, ast.Del):
-                    raise _UnsupportedError
-                elif not (id(child) in returned
-                          or (isinstance(parent, ast.Subscript) and field == "value")
+                    assignment = parent  # the only binding of name (the caller checked)
+                elif not (id(child) in returned or _is_element_access(parent, field)
                           or (isinstance(parent, ast.Attribute) and field == "value"
                               and parent.attr in _SIZE_ATTRIBUTES)):
                     raise _UnsupportedError
-    if len(assignments) != 1 or assignments[0] not in definition.body:
-        raise _UnsupportedError  # assigned twice, or inside a branch or loop
-    assignment = assignments[0]
-    if not (isinstance(assignment, ast.Assign) and len(assignment.targets) == 1
+    if not (isinstance(assignment, ast.Assign) and assignment in definition.body
+            and assignment.targets == [assignment.targets[0]]
             and isinstance(assignment.targets[0], ast.Name)):
-        raise _UnsupportedError
+        raise _UnsupportedError  # not a plain assignment at the top of the body
     kind = _allocation_kind(assignment.value, x_name, resolve)
     if kind is None:
         raise _UnsupportedError
@@ -232,13 +307,24 @@ def _replace_allocation(definition, name, x_name, gradients, resolve):
         definition.body.insert(definition.body.index(assignment) + 1, zero)
 
 
+def _is_element_access(parent, field):
+    """``g[...]`` written to, or read without a slice: a read through a slice is a view of
+    ``out``, which numpy may copy (``ravel``) where ``out`` is strided and ``g`` was not."""
+    if not (isinstance(parent, ast.Subscript) and field == "value"):
+        return False
+    if not isinstance(parent.ctx, ast.Load):
+        return True
+    return not any(isinstance(node, (ast.Slice, ast.Starred))
+                   or (isinstance(node, ast.Constant) and node.value in (None, Ellipsis))
+                   for node in ast.walk(parent.slice))
+
+
 class _ReturnRewriter(ast.NodeTransformer):
     """``return g`` -> ``return``; ``return np.array([e0, ...])`` -> ``out[0] = e0; ...``;
     with ``returns_value``, ``return f, ...`` returns ``f`` (evaluated first, as before)."""
 
-    def __init__(self, returns_value, resolve):
+    def __init__(self, returns_value):
         self.returns_value = returns_value
-        self.resolve = resolve
 
     def visit_Return(self, node):
         value = None

@@ -37,6 +37,8 @@ def test_which_functions_are_inlined():
     assert inline_copy(inlinable) is not inlinable
     assert inline_copy(called) is called
     assert inline_copy(numba.njit(fastmath=True)(rosenbrock.fg.py_func)).targetoptions["fastmath"]
+    with_locals = numba.njit(locals={"s": numba.float32})(inlinable.py_func)
+    assert inline_copy(with_locals) is with_locals  # the copy would lose the locals' types
     objective, _ = prepare(inlinable, X0[0], (), jac="inplace")
     assert objective.plain is not None and objective.fg is not objective.plain.fg
     objective, _ = prepare(called, X0[0], (), jac="inplace")
@@ -89,7 +91,8 @@ def sphere_dot_grad(x):
 def test_an_objective_for_contiguous_arrays_only_runs_on_copies_in_a_batch():
     kw = dict(jac=sphere_dot_grad, method="adam", options={"lr": 0.05, "maxiter": 200})
     res = fastopt.minimize_batch(sphere_dot, X0, **kw)
-    assert _is_plain(sphere_dot, jac=sphere_dot_grad)
+    remembered = prepare(sphere_dot, X0[0], (), jac=sphere_dot_grad)[0]
+    assert remembered.plain is not None and not remembered.lane_views  # still inlined
     for i in (0, 39):
         single = fastopt.minimize(sphere_dot, X0[i], **kw)
         np.testing.assert_array_equal(res.x[i], single.x)

@@ -1,11 +1,14 @@
 """fastopt.rewrite: allocating gradients rewritten to write into fastopt's buffer."""
 
+import functools
+
 import numba
 import numpy as np
 import pytest
 from numpy import zeros_like
 
 import fastopt
+from fastopt import rewrite
 from fastopt.objective import prepare
 from fastopt.rewrite import gradient_in_place
 
@@ -123,6 +126,42 @@ def _default_x(x=None):
     return np.array([1.0, 2.0])
 
 
+def _falls_off_the_end(x):
+    g = np.zeros_like(x)
+    if x[0] > 0:
+        g[0] = 2.0 * x[0]
+        return g
+
+
+def _literal_falls_off_the_end(x):
+    if x[0] > 0:
+        return np.array([1.0, 2.0])
+
+
+def _x_rebound(x):
+    x = x.astype(np.float32)
+    g = np.zeros_like(x)
+    g[0] = x[0]
+    return g
+
+
+def _read_through_a_view(x):
+    g = np.zeros_like(x)
+    flat = g[:].ravel()  # a view of a contiguous g, a copy of a strided out
+    flat[0] = 3.0 * x[0]
+    return g
+
+
+def _dtype_is_a_parameter(x, float=np.float32):
+    g = np.zeros(len(x), dtype=float)
+    g[0] = x[0]
+    return g
+
+
+def _generator(x):
+    yield np.array([x[0], x[1]])
+
+
 def _make_closure():
     c = 2.0
 
@@ -132,13 +171,35 @@ def _make_closure():
 
 
 NOT_REWRITTEN = [_aliased, _reassigned, _passed_on, _assigned_in_branch, _lengths_differ,
-                 _other_array, _int_zeros, _default_x, _make_closure(),
+                 _other_array, _int_zeros, _default_x, _falls_off_the_end,
+                 _literal_falls_off_the_end, _x_rebound, _read_through_a_view,
+                 _dtype_is_a_parameter, _generator, _make_closure(),
+                 functools.wraps(literal_tuple_grad)(lambda x: literal_tuple_grad(x) * 3.0),
                  lambda x: np.array([x[0], x[1]]), np.cos]
 
 
 @pytest.mark.parametrize("func", NOT_REWRITTEN, ids=lambda f: getattr(f, "__name__", "?"))
 def test_shapes_not_known_to_be_safe_are_left_alone(func):
     assert gradient_in_place(func) is None
+
+
+def test_source_that_is_not_the_functions_code_is_not_used():
+    # compiled under this file's name at literal_grad's line: the source found there is not
+    # this function's
+    first = literal_grad.__code__.co_firstlineno
+    source = "\n" * (first - 1) + "def literal_grad(x):\n    return np.array([10.0 * x[0], 1.0])\n"
+    namespace = {"np": np}
+    exec(compile(source, __file__, "exec"), namespace)  # noqa: S102
+    assert gradient_in_place(namespace["literal_grad"]) is None
+
+
+def test_any_failure_while_rewriting_leaves_the_function_alone(monkeypatch):
+    # e.g. a generated gradient with a sum too long for Python's AST tools (RecursionError)
+    def too_deep(code):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(rewrite, "_parse", too_deep)
+    assert gradient_in_place(literal_tuple_grad) is None
 
 
 def test_value_and_gradient_needs_a_tuple_return():
