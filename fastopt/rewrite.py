@@ -100,12 +100,14 @@ def _rewrite(func, returns_value):
     resolve = _Resolver(func.__globals__, set(code.co_varnames) | set(code.co_cellvars))
 
     returns = [node for node in ast.walk(definition) if isinstance(node, ast.Return)]
+    if not returns:
+        raise _UnsupportedError
     gradients = [_gradient_of(node, returns_value) for node in returns]
     if all(isinstance(g, ast.Name) for g in gradients):
         name = gradients[0].id
         if any(g.id != name for g in gradients) or bound[name] != 1:
             raise _UnsupportedError
-        _replace_allocation(definition, name, x_name, gradients, resolve)
+        _replace_allocation(definition, name, x_name, gradients, resolve, bound)
     elif all(_is_array_literal(g, resolve) for g in gradients):
         if len({len(g.args[0].elts) for g in gradients}) != 1:
             raise _UnsupportedError  # the probe saw one length; every return must have it
@@ -243,11 +245,25 @@ def _is_array_literal(node, resolve):
     return all(k.arg == "dtype" and _is_float64(k.value, resolve) for k in node.keywords)
 
 
-def _is_size_of(node, x_name, resolve):
-    """``len(x)``, ``x.size``, ``x.shape`` or ``x.shape[0]``."""
+def _is_size_of(node, x_name, resolve, definition, bound):
+    """``len(x)``, ``x.size``, ``x.shape``, ``x.shape[0]``, a number (the probe checked the
+    gradient's length, and a number cannot change), or a name assigned one of these once,
+    at the top of the body."""
     def is_x(n):
         return isinstance(n, ast.Name) and n.id == x_name
 
+    if isinstance(node, ast.Constant):
+        return type(node.value) is int
+    if isinstance(node, ast.Name):
+        if bound[node.id] != 1:
+            return False
+        for statement in definition.body:
+            if (isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                    and isinstance(statement.targets[0], ast.Name)
+                    and statement.targets[0].id == node.id):
+                return not isinstance(statement.value, ast.Name) and _is_size_of(
+                    statement.value, x_name, resolve, definition, bound)
+        return False
     if isinstance(node, ast.Attribute) and node.attr in ("size", "shape"):
         return is_x(node.value)
     if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute):
@@ -259,7 +275,7 @@ def _is_size_of(node, x_name, resolve):
     return False
 
 
-def _allocation_kind(node, x_name, resolve):
+def _allocation_kind(node, x_name, resolve, definition, bound):
     """``"zeros"`` or ``"empty"`` if ``node`` allocates an array shaped and typed as ``x``."""
     if not isinstance(node, ast.Call) or len(node.args) != 1:
         return None
@@ -271,14 +287,14 @@ def _allocation_kind(node, x_name, resolve):
         if not (isinstance(argument, ast.Name) and argument.id == x_name):
             return None
     elif function in _ALLOCATE_SIZED:
-        if not _is_size_of(argument, x_name, resolve):
+        if not _is_size_of(argument, x_name, resolve, definition, bound):
             return None
     else:
         return None
     return "zeros" if function in (np.zeros_like, np.zeros) else "empty"
 
 
-def _replace_allocation(definition, name, x_name, gradients, resolve):
+def _replace_allocation(definition, name, x_name, gradients, resolve, bound):
     """``name = np.zeros_like(x)`` -> ``name = out; name[:] = 0.0``, if ``name`` is assigned
     once, at the top of the body, and otherwise only indexed (or asked its size) and returned."""
     returned = {id(g) for g in gradients}
@@ -298,7 +314,7 @@ def _replace_allocation(definition, name, x_name, gradients, resolve):
             and assignment.targets == [assignment.targets[0]]
             and isinstance(assignment.targets[0], ast.Name)):
         raise _UnsupportedError  # not a plain assignment at the top of the body
-    kind = _allocation_kind(assignment.value, x_name, resolve)
+    kind = _allocation_kind(assignment.value, x_name, resolve, definition, bound)
     if kind is None:
         raise _UnsupportedError
     assignment.value = ast.Name(id=OUT, ctx=ast.Load())

@@ -9,20 +9,16 @@ from numpy import zeros_like
 
 import fastopt
 from fastopt import rewrite
+from fastopt.functions import rosenbrock
 from fastopt.objective import prepare
 from fastopt.rewrite import gradient_in_place
 
 X = np.array([0.3, -1.2])
 
 
-@numba.njit
-def rosen_grad_loop(x):
-    g = np.zeros_like(x)
-    for i in range(x.size - 1):
-        a = x[i + 1] - x[i] ** 2
-        g[i] += -400.0 * x[i] * a - 2.0 * (1.0 - x[i])
-        g[i + 1] += 200.0 * a
-    return g
+# A user's @njit gradient of the usual shape: the built-in Rosenbrock's source, compiled afresh
+# (n = x.size; g = np.zeros(n); g[i] += ...; return g).
+rosen_grad_loop = numba.njit(rosenbrock.grad.py_func)
 
 
 def literal_grad(x, c):
@@ -38,6 +34,13 @@ def empty_grad(x):
     g[:] = 2.0 * x
     if g.size > 1:
         g[1] = -g[1]
+    return g
+
+
+def literal_size_grad(x):
+    g = np.empty(2)  # the probe checks that the gradient has x's length
+    g[0] = x[0]
+    g[1] = x[1] * x[0]
     return g
 
 
@@ -59,7 +62,7 @@ def value_and_literal_grad(x):
 
 
 REWRITTEN = [(rosen_grad_loop.py_func, ()), (literal_grad, (1.5,)), (literal_tuple_grad, ()),
-             (empty_grad, ()), (imported_name_grad, ())]
+             (empty_grad, ()), (imported_name_grad, ()), (literal_size_grad, ())]
 
 
 @pytest.mark.parametrize("func, args", REWRITTEN, ids=lambda f: getattr(f, "__name__", ""))
@@ -152,6 +155,13 @@ def _read_through_a_view(x):
     return g
 
 
+def _size_rebound(x):
+    n = x.size
+    n = n + 1
+    g = np.zeros(n)
+    return g
+
+
 def _dtype_is_a_parameter(x, float=np.float32):
     g = np.zeros(len(x), dtype=float)
     g[0] = x[0]
@@ -172,7 +182,7 @@ def _make_closure():
 
 NOT_REWRITTEN = [_aliased, _reassigned, _passed_on, _assigned_in_branch, _lengths_differ,
                  _other_array, _int_zeros, _default_x, _falls_off_the_end,
-                 _literal_falls_off_the_end, _x_rebound, _read_through_a_view,
+                 _literal_falls_off_the_end, _x_rebound, _read_through_a_view, _size_rebound,
                  _dtype_is_a_parameter, _generator, _make_closure(),
                  functools.wraps(literal_tuple_grad)(lambda x: literal_tuple_grad(x) * 3.0),
                  lambda x: np.array([x[0], x[1]]), np.cos]
@@ -207,18 +217,13 @@ def test_value_and_gradient_needs_a_tuple_return():
     assert gradient_in_place(value_and_grad) is None  # returns a tuple, not a gradient
 
 
-@numba.njit
-def rosen(x):
-    s = 0.0
-    for i in range(x.size - 1):
-        s += 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
-    return s
+rosen = numba.njit(rosenbrock.fun.py_func)
 
 
 def test_minimize_uses_the_rewritten_gradient_and_matches_the_plain_call():
     objective, _ = prepare(rosen, X, (), rosen_grad_loop)
     jac_called = objective.fg.py_func.__globals__["jac"]
-    assert jac_called.py_func.__name__ == "rosen_grad_loop_in_place"
+    assert jac_called.py_func.__name__ == "rosenbrock_grad_in_place"
 
     X0 = np.random.default_rng(3).uniform(-2, 2, size=(6, 2))
     options = {"lr": 1e-2, "maxiter": 300}
