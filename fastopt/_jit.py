@@ -11,9 +11,11 @@ would reassociate sums, breaking bit-for-bit reproducibility.
   callers (``inline="always"``). At small d numba's call boundary (reference
   counting of every array argument) costs ~40 ns, ten times a 2-D update.
 * ``parallel_kernel`` -- multithreaded kernels (``prange``), cached, not inlined.
-* ``driver`` / ``parallel_driver`` -- the loops, built per (rule, objective) by
-  ``fastopt.loop.make_loop``; they close over the user's functions (generated
-  code with no source file), so they are not cached on disk.
+* ``driver`` -- the loops, built per (rule, objective) by ``fastopt.loop.make_loop``
+  and ``fastopt.block.make_block_loop``; they close over the user's functions
+  (generated code with no source file), so they are not cached on disk. Batches
+  run them on Python threads (``nogil``; see ``fastopt._workspace.run_in_threads``),
+  not in numba ``prange`` regions, whose compile costs ~3 s per new objective.
 * ``cached_closure`` -- a driver closure over fastopt's own kernels only (the
   portable loop, which takes the objective as a C function pointer), cached on
   disk under a key given explicitly (see :class:`ClosureCache`).
@@ -32,7 +34,6 @@ kernel = numba.njit(cache=True, inline="always", **_COMMON)
 parallel_kernel = numba.njit(cache=True, parallel=True, **_COMMON)
 driver = numba.njit(**_COMMON)
 inlined = numba.njit(inline="always", **_COMMON)
-parallel_driver = numba.njit(parallel=True, **_COMMON)
 
 
 def _package_source_hash():
@@ -70,6 +71,6 @@ def cached_closure(py_func, key):
     return dispatcher
 
 # numba's default "workqueue" threading layer aborts the process when two Python threads
-# launch parallel kernels at once. Every parallel launch in fastopt holds this lock, so
+# launch parallel kernels at once. The step API's parallel kernels hold this lock, so
 # concurrent calls from user threads queue up instead (each already uses every core).
 parallel_lock = threading.Lock()

@@ -4,12 +4,13 @@
 code path a batch row takes.
 """
 
+import threading
+
 import numba
 import numpy as np
 
 from . import _layout as L
 from . import status as st
-from ._jit import parallel_lock
 from .block import MAX_BLOCK_DIM, lanes_for, make_block_loop
 from .loop import make_loop
 
@@ -48,7 +49,7 @@ class Workspace:
              max_steps)
 
     def run_all(self, setup, objective, args, max_steps, workers=None):
-        """Advance every start, on all cores (or ``workers`` threads).
+        """Advance every start, on all of numba's threads (or ``workers`` threads).
 
         First-order rules at d <= MAX_BLOCK_DIM run in lockstep blocks
         (:mod:`fastopt.block`); everything else runs one start per task. Both give
@@ -56,37 +57,29 @@ class Workspace:
         MAX_BLOCK_DIM the per-start loop vectorizes over d and wins (2.2x at
         d = 1000), even for a block objective, which it then calls with one column.
         """
-        d = self.X.shape[1]
+        n, d = self.X.shape
         blocked = (objective.compiled and setup.rule.update_block is not None
                    and not setup.history_every and d <= MAX_BLOCK_DIM)
         if blocked:
             run = make_block_loop(setup.rule, objective, d)
+            lanes = lanes_for(d)
+            n_tasks = (n + lanes - 1) // lanes
             launch_args = (args, self.X, self.G, self.F, self.state, self.hyper, self.controls,
-                           self.counters, lanes_for(d), max_steps)
+                           self.counters, lanes, max_steps)
         else:
             loop = make_loop(setup.rule, objective, setup.history_every > 0, d)
             if not objective.compiled:
-                for i in range(self.X.shape[0]):
+                for i in range(n):
                     self.run_one(loop, args, max_steps, i)
                 return
             run = loop[1]
+            n_tasks = n
             launch_args = (args, self.X, self.G, self.F, self.state, self.hyper, self.controls,
                            self.counters, self.X_prev, self.G_prev, self.hyper_t, self.x_history,
                            self.f_history, self.every, max_steps)
-        with parallel_lock:
-            previous = numba.get_num_threads()
-            if workers is not None:
-                numba.set_num_threads(workers)
-            try:
-                run(*launch_args)
-            except SystemError as exc:
-                # numba reports an exception raised inside a parallel region (the user's
-                # objective raising) as a SystemError caused by it: raise the user's own
-                if exc.__cause__ is None:
-                    raise
-                raise exc.__cause__ from None
-            finally:
-                numba.set_num_threads(previous)
+        run(*launch_args, 0, 0)  # compiles here, in the caller's thread; runs nothing
+        threads = workers if workers is not None else numba.get_num_threads()
+        run_in_threads(lambda first, end: run(*launch_args, first, end), n_tasks, threads)
 
     def history_rows(self, i):
         """Rows of start ``i``'s history that were filled (iterations 0, k, 2k, ...)."""
@@ -100,3 +93,49 @@ def check_workers(workers):
     if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"Invalid workers: {workers!r}; expected None, -1 or an integer >= 1")
     return int(min(workers, numba.config.NUMBA_NUM_THREADS))
+
+
+def run_in_threads(run_range, n_tasks, threads):
+    """``run_range(first, end)`` over chunks of ``range(n_tasks)``, on ``threads`` threads.
+
+    ``run_range`` is compiled code that releases the GIL (``nogil``), so the threads run
+    in parallel. Tasks are independent (a start or a block of starts): which thread
+    runs which chunk changes no result. Chunks shrink as the work runs out (guided
+    scheduling: a thread takes 1/(2 threads) of what is left), so threads finish within
+    about one task of each other even when starts stop early. The caller's thread is
+    one of them. An exception in any chunk (the user's objective raising) is raised
+    here once every thread has stopped; the other threads take no new chunk after it.
+    """
+    if threads <= 1 or n_tasks <= 1:
+        run_range(0, n_tasks)
+        return
+    lock = threading.Lock()
+    position = 0
+    errors = []
+
+    def next_chunk():
+        nonlocal position
+        with lock:
+            first = position
+            if first >= n_tasks or errors:
+                return None
+            position = min(n_tasks, first + max(1, (n_tasks - first) // (2 * threads)))
+            return first, position
+
+    def work():
+        while (chunk := next_chunk()) is not None:
+            try:
+                run_range(*chunk)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                with lock:
+                    errors.append(exc)
+                return
+
+    helpers = [threading.Thread(target=work, daemon=True) for _ in range(threads - 1)]
+    for helper in helpers:
+        helper.start()
+    work()
+    for helper in helpers:
+        helper.join()
+    if errors:
+        raise errors[0]

@@ -37,10 +37,9 @@ iterations are counted at the next status pass.
 import functools
 
 import numpy as np
-from numba import prange
 
 from . import status as st
-from ._jit import driver, inlined, parallel_driver
+from ._jit import driver, inlined
 from ._layout import (
     CLIP_NORM,
     CLIP_VALUE,
@@ -415,12 +414,11 @@ def _make_block_loop(update, update_block, fg, block_fun, lane_views=False, fixe
             counters[r, NFEV] += evals[b]
             counters[r, NJEV] += evals[b]
 
-    @parallel_driver
-    def run_blocks(args, X, G, F, state, hyper, controls, counters, lanes, max_steps):
-        """Every block of ``lanes`` starts, blocks in parallel."""
+    @driver
+    def run_blocks(args, X, G, F, state, hyper, controls, counters, lanes, max_steps, first, end):
+        """Blocks ``first`` to ``end - 1`` of ``lanes`` starts each (a thread's share)."""
         n = X.shape[0]
-        n_blocks = (n + lanes - 1) // lanes
-        for k in prange(n_blocks):
+        for k in range(first, end):
             lo = k * lanes
             run_block(args, X, G, F, state, hyper, controls, counters, lo, min(lanes, n - lo),
                       max_steps)

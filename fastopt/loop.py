@@ -3,7 +3,8 @@
 :func:`make_loop` builds two functions for a (rule, objective) pair.
 ``run_start`` advances one start until it stops (or ``max_steps`` iterations,
 so Python callbacks can run between chunks). ``run_batch`` runs ``run_start``
-on every row of a batch with ``prange``: a batch row
+on a range of rows of a batch (:func:`fastopt._workspace.run_in_threads` gives each
+thread its ranges): a batch row
 executes exactly the code of a single-start run on exactly its own data, so it
 is bit-identical to it whatever the number of threads, and a start that stops
 or diverges costs the others nothing.
@@ -23,11 +24,10 @@ import contextlib
 import functools
 import warnings
 
-from numba import prange
 from numba.core.errors import NumbaExperimentalFeatureWarning
 
 from . import status as st
-from ._jit import cached_closure, driver, inlined, kernel, parallel_driver
+from ._jit import cached_closure, driver, inlined, kernel
 from ._layout import (
     CLIP_NORM,
     CLIP_VALUE,
@@ -297,13 +297,13 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False, cach
         run_start = driver(run_start) if cache_key is None else cached_closure(run_start, cache_key)
 
     def run_batch(args, X, G, F, state, hyper, controls, counters, X_prev, G_prev, hyper_t,
-                  x_history, f_history, every, max_steps):
-        """``run_start`` on every row of a batch, in parallel (one start per task)."""
-        for i in prange(X.shape[0]):
+                  x_history, f_history, every, max_steps, first, end):
+        """``run_start`` on rows ``first`` to ``end - 1`` of a batch (a thread's share)."""
+        for i in range(first, end):
             run_start(args, X[i], G[i], F[i:i + 1], state[i], hyper[i], controls[i], counters[i],
                       X_prev[i], G_prev[i], hyper_t[i], x_history[i], f_history[i], every,
                       max_steps)
 
     if compiled:
-        run_batch = parallel_driver(run_batch)
+        run_batch = driver(run_batch)
     return run_start, run_batch

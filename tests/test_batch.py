@@ -255,3 +255,20 @@ def test_lanes_stopping_at_different_steps_follow_single_runs():
             np.testing.assert_array_equal(res.x[i], single.x)
             assert (res.fun[i], res.nit[i], res.nfev[i]) == (single.fun, single.nit, single.nfev)
             assert res.status[i] == single.status
+
+
+@pytest.mark.parametrize("n_tasks, threads", [(0, 2), (1, 2), (7, 2), (100, 2), (1000, 3)])
+def test_run_in_threads_runs_every_task_exactly_once(n_tasks, threads):
+    import threading
+
+    from fastopt._workspace import run_in_threads
+
+    runs = np.zeros(n_tasks, dtype=int)
+    lock = threading.Lock()
+
+    def run_range(first, end):
+        with lock:
+            runs[first:end] += 1
+
+    run_in_threads(run_range, n_tasks, threads)
+    assert np.all(runs == 1)
