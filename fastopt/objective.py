@@ -367,21 +367,18 @@ def run_with_fallback(objective, run, lane_views=False):
         forms.append(objective._replace(lane_views=False))
     if objective.plain is not None:
         forms.append(objective.plain)
-    for form in forms[:-1]:
-        first = FirstCall()
+    for form in forms:
+        last = form is forms[-1]
+        first = FirstCall(strict=not last)
         try:
             out = run(form, first)
         except (NumbaError, NumbaPerformanceWarning):
-            if first.done:
+            if last or first.done:
                 raise
             continue
         if form is not objective:
             _FALLBACK[objective] = form
         return out
-    out = run(forms[-1], FirstCall(strict=False))
-    if len(forms) > 1:
-        _FALLBACK[objective] = forms[-1]
-    return out
 
 
 @driver

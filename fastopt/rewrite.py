@@ -233,6 +233,11 @@ def _is_float64(node, resolve):
                                          and node.value in ("float64", "f8", "d"))
 
 
+def _float64_only(call, resolve):
+    """The call's keywords are at most ``dtype=np.float64`` (or an alias of it)."""
+    return all(k.arg == "dtype" and _is_float64(k.value, resolve) for k in call.keywords)
+
+
 def _is_array_literal(node, resolve):
     """``np.array([e0, e1, ...])`` (or a tuple), at most with ``dtype=np.float64``."""
     if not (isinstance(node, ast.Call) and resolve(node.func) is np.array):
@@ -242,7 +247,7 @@ def _is_array_literal(node, resolve):
     elements = node.args[0].elts
     if not elements or any(isinstance(e, ast.Starred) for e in elements):
         return False
-    return all(k.arg == "dtype" and _is_float64(k.value, resolve) for k in node.keywords)
+    return _float64_only(node, resolve)
 
 
 def _is_size_of(node, x_name, resolve, definition, bound):
@@ -279,7 +284,7 @@ def _allocation_kind(node, x_name, resolve, definition, bound):
     """``"zeros"`` or ``"empty"`` if ``node`` allocates an array shaped and typed as ``x``."""
     if not isinstance(node, ast.Call) or len(node.args) != 1:
         return None
-    if not all(k.arg == "dtype" and _is_float64(k.value, resolve) for k in node.keywords):
+    if not _float64_only(node, resolve):
         return None
     function = resolve(node.func)
     argument = node.args[0]
