@@ -140,33 +140,17 @@ def _make_block_loop(update, update_block, fg, block_fun, lane_views=False, fixe
     # conditional stops LLVM vectorizing the loop), and one pass doing as much as it can.
 
     @inlined
-    def take_and_check(mask, Xb, Gb, Fb, Gs, Fs, gtol, evals, finite, small_grad, Xk, Gk, Fk):
-        """After an evaluation of the lanes in ``mask``: take the new values (a block
-        objective wrote them into ``Gs``, ``Fs``), test them (``finite``, and ``small_grad``
-        for gtol) and keep them in ``Xk``, ``Gk``, ``Fk`` (the last finite point)."""
+    def take_evaluated(mask, Fb, Gb, Fs, Gs, evals):
+        """Block objective: lanes in ``mask`` take the new values (the caller's first pass)."""
         d, B = Gb.shape
         for b in range(B):
-            f = Fb[b]
-            if blockwise:
-                new = Fs[b]
-                f = new if mask[b] else f
-                Fb[b] = f
-                evals[b] += mask[b]
-            Fk[b] = f
-            finite[b] = f - f == 0.0
-            small_grad[b] = True
+            new, old = Fs[b], Fb[b]
+            Fb[b] = new if mask[b] else old
+            evals[b] += mask[b]
         for i in range(d):
             for b in range(B):
-                g = Gb[i, b]
-                if blockwise:
-                    new = Gs[i, b]
-                    g = new if mask[b] else g
-                    Gb[i, b] = g
-                x = Xb[i, b]
-                finite[b] &= (g - g == 0.0) & (x - x == 0.0)
-                small_grad[b] &= abs(g) <= gtol[b]
-                Gk[i, b] = g
-                Xk[i, b] = x
+                new, old = Gs[i, b], Gb[i, b]
+                Gb[i, b] = new if mask[b] else old
 
     @driver
     def run_block(args, X, G, F, state, hyper, controls, counters, lo, B, max_steps):
@@ -231,6 +215,18 @@ def _make_block_loop(update, update_block, fg, block_fun, lane_views=False, fixe
         G_flat = Gb.reshape(d * B)
         S_flat = Sb.reshape((n_state, d * B))
 
+        evaluate(args, Xb, Gb, Fb, pending, controls, counters, lo, xbuf, gbuf, Gs, Fs)
+        if blockwise:
+            take_evaluated(pending, Fb, Gb, Fs, Gs, evals)
+        for b in range(B):
+            flag[b] = Fb[b] - Fb[b] == 0.0
+        for i in range(d):
+            for b in range(B):
+                flag[b] &= (Gb[i, b] - Gb[i, b] == 0.0) & (Xb[i, b] - Xb[i, b] == 0.0)
+        for b in range(B):
+            if pending[b]:
+                status[b] = st.RUNNING if flag[b] else st.DIVERGED
+
         # Per-lane controls, read once; clipping and schedules only if some lane uses them.
         gtol = np.empty(B)
         maxiter = np.empty(B)
@@ -251,17 +247,21 @@ def _make_block_loop(update, update_block, fg, block_fun, lane_views=False, fixe
                                      or controls[r, SCHEDULE_KIND] != 0.0)
 
         # The last finite point (kept for a rollback, and for xtol and ftol) and the gtol test
-        # are taken in the pass that checks an evaluation's new values: into (Xp, Gp, Fp)
-        # here, then after each step into (Xq, Gq, Fq), which swap with (Xp, Gp, Fp).
+        # are taken in the pass that checks a step's new values: into (Xq, Gq, Fq), which then
+        # swap with (Xp, Gp, Fp).
         Xq = np.empty((d, B))
         Gq = np.empty((d, B))
         Fq = np.empty(B)
         small_grad = np.empty(B, dtype=np.bool_)
-        evaluate(args, Xb, Gb, Fb, pending, controls, counters, lo, xbuf, gbuf, Gs, Fs)
-        take_and_check(pending, Xb, Gb, Fb, Gs, Fs, gtol, evals, flag, small_grad, Xp, Gp, Fp)
         for b in range(B):
-            if pending[b]:
-                status[b] = st.RUNNING if flag[b] else st.DIVERGED
+            small_grad[b] = True
+            Fp[b] = Fb[b]
+        for i in range(d):
+            for b in range(B):
+                g = Gb[i, b]
+                small_grad[b] &= abs(g) <= gtol[b]
+                Gp[i, b] = g
+                Xp[i, b] = Xb[i, b]
 
         # Quiet steps: while no lane stops or diverges, a step needs no status pass, and the
         # steps are counted in ``nit`` and ``step`` at the next review. Only when nothing reads
@@ -332,10 +332,30 @@ def _make_block_loop(update, update_block, fg, block_fun, lane_views=False, fixe
 
             # After a step: take the new values, check them and keep them (gtol is tested here
             # for the next step), then xtol and ftol.
-            take_and_check(active, Xb, Gb, Fb, Gs, Fs, gtol, evals, flag, small_grad, Xq, Gq, Fq)
-            if any_xtol:
+            for b in range(B):
+                f = Fb[b]
+                if blockwise:
+                    new = Fs[b]
+                    f = new if active[b] else f
+                    Fb[b] = f
+                    evals[b] += active[b]
+                Fq[b] = f
+                flag[b] = f - f == 0.0
+                small_grad[b] = True
+                flag2[b] = any_xtol
+            for i in range(d):
                 for b in range(B):
-                    flag2[b] = True
+                    g = Gb[i, b]
+                    if blockwise:
+                        new = Gs[i, b]
+                        g = new if active[b] else g
+                        Gb[i, b] = g
+                    x = Xb[i, b]
+                    flag[b] &= (g - g == 0.0) & (x - x == 0.0)
+                    small_grad[b] &= abs(g) <= gtol[b]
+                    Gq[i, b] = g
+                    Xq[i, b] = x
+            if any_xtol:
                 for i in range(d):
                     for b in range(B):
                         flag2[b] &= abs(Xb[i, b] - Xp[i, b]) <= xtol[b]
