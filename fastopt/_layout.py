@@ -12,7 +12,7 @@ NJEV = 2  # gradient evaluations
 NHEV = 3  # Hessian evaluations
 STATUS = 4  # fastopt.status code
 STEP = 5  # the rule's own step counter (torch's state["step"])
-RAISED = 6  # exceptions the objective raised inside the portable loop's C wrapper
+RAISED = 6  # exceptions the objective raised inside the portable loop (its native call)
 N_COUNTERS = 7
 
 # controls[i]

@@ -10,7 +10,7 @@ from . import _layout as L
 from . import status as st
 from ._setup import as_points, parse
 from ._workspace import Workspace
-from .loop import loop_for, make_loop, quiet_first_class_functions
+from .loop import loop_for, make_loop
 from .objective import prepare, run_with_fallback
 
 MAX_STEPS = np.iinfo(np.int64).max
@@ -92,13 +92,12 @@ def minimize(fun, x0, args=(), method="adam", jac=None, hess=None, hessp=None, b
 
 def _minimize(x0, setup, objective, args, callback, call):
     history = setup.history_every > 0
-    loop, loop_args, portable = loop_for(setup.rule, objective, args, history, x0.size)
-    if not portable:
+    loop, loop_args, native = loop_for(setup.rule, objective, args, history, x0.size)
+    if native is None:
         return _run(x0, setup, loop, args, callback, call)
-    with quiet_first_class_functions():
-        work = _run(x0, setup, loop, loop_args, callback, call)
+    work = _run(x0, setup, loop, loop_args, callback, call)  # ``native`` owns loop_args[0]'s code
     if work.counters[0, L.RAISED]:
-        # the objective raised inside the portable loop's C wrapper: rerun where it
+        # the objective raised inside the portable loop: rerun where it
         # propagates with its message
         loop = make_loop(setup.rule, objective, history, x0.size)
         call.again()
