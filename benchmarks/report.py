@@ -264,17 +264,27 @@ def section_batch(S, repeats, targets):
         "(`rosenbrock.batch_kwargs()`, jac='block'), fastopt-user-njit = a user's per-point "
         "@njit fun + jac (jac returns a new array; fastopt rewrites it to write in place), "
         "fastopt-user-inplace = the same user's per-point @njit objective written in place "
-        "(jac='inplace'). adam-arithmetic-floor = "
+        "(jac='inplace'). numpy = every operation in place (`out=`); numpy-expressions = "
+        "array expressions, as most NumPy code is written. torch-fused = the gradient by "
+        "hand with in-place ops; torch-fused-autograd = the gradient by `loss.backward()`, "
+        "as most torch code gets it. numba-per-start = the issue's reference kernel "
+        "(its table's 1.00 column): the last column compares each peer's time relative "
+        "to it with the issue's. adam-arithmetic-floor = "
         "torch's Adam update alone (fixed gradient, no checks, tiles in cache): a lower bound "
         "for any implementation of the workload, not one. Ratios < 1: fastopt is "
         "faster. |Δx| = max difference of the final points from fastopt's.\n")
-    goals = {"jax-optax": 0.75, "numpy": 0.1, "torch-fused": 0.3}
+    goals = {"jax-optax": 0.75, "numpy": 0.1, "numpy-expressions": 0.1, "torch-fused": 0.3,
+             "torch-fused-autograd": 0.3}
     bases = ("fastopt", "fastopt-block")
+    issue_column = {name: values for name, values in W.ISSUE_TABLE.items()}
+    issue_column.update({"numpy-expressions": W.ISSUE_TABLE["numpy"],
+                         "torch-fused-autograd": W.ISSUE_TABLE["torch-fused"],
+                         W.ISSUE_REFERENCE: (1.0, 1.0, 1.0)})
     for shape in S["batch_shapes"]:
         X0 = W.starts(*shape)
         runs = {}
         wait_for_quiet()
-        implementations = {**W.BATCH_PEERS, **W.BATCH_FLOORS}
+        implementations = {**W.BATCH_PEERS, **W.BATCH_REFERENCES, **W.BATCH_FLOORS}
         for name, factory in implementations.items():
             run = prepare(factory, X0, steps)
             if run is not None:
@@ -282,18 +292,24 @@ def section_batch(S, repeats, targets):
         with OtherLoad() as load:
             best, counts, results = best_of(runs, repeats, budget_s=60.0)
         results = {name: np.asarray(x) for name, x in results.items()}
+        reference = best.get(W.ISSUE_REFERENCE)
+        issue_shape = W.BATCH_SHAPES_FULL.index(shape) if shape in W.BATCH_SHAPES_FULL else None
         rows = []
         for name in implementations:
             t = best.get(name)
             diff = (float(np.max(np.abs(results[name] - results["fastopt"])))
-                    if name in results and name in W.BATCH_PEERS else None)
+                    if name in results and name not in W.BATCH_FLOORS else None)
+            issue = (f" (issue: {issue_column[name][issue_shape]:.2f})"
+                     if name in issue_column and issue_shape is not None else "")
             rows.append((name, fmt_time(t), counts.get(name, 0),
                          f"{t / (shape[0] * shape[1] * steps) * 1e9:.2f}" if t else NA,
                          *(fmt_ratio(ratio(best.get(b), t)) for b in bases),
-                         NA if diff is None else f"{diff:.1e}"))
+                         NA if diff is None else f"{diff:.1e}",
+                         fmt_ratio(ratio(t, reference)) + issue))
         out(f"### N = {shape[0]:,}, d = {shape[1]:,}\n")
         out(table(["implementation", "time", "repeats", "ns / (start·dim·step)",
-                   *(f"{b} / peer" for b in bases), "|Δx|"], rows))
+                   *(f"{b} / peer" for b in bases), "|Δx|",
+                   f"time / {W.ISSUE_REFERENCE}"], rows))
         out(load.line() + "\n")
         for base in bases:
             for name, goal in goals.items():

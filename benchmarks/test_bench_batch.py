@@ -6,9 +6,10 @@
 
 Each group is one shape (N, d): fastopt (built-in in-place objective), fastopt with the
 built-in block objective (jac="block"), fastopt with a user's @njit fun + jac, JAX +
-optax, NumPy and torch's fused Adam (2 threads, and 1 thread: on a busy machine
-OpenMP barriers make the 2-thread numbers erratic) side by side. Compilation and
-warm-up are done before timing.
+optax, NumPy (in place, and as array expressions), torch's fused Adam (gradient by
+hand on 2 threads and on 1 thread -- on a busy machine OpenMP barriers make the
+2-thread numbers erratic -- and gradient by autograd) and the issue's reference kernel
+side by side. Compilation and warm-up are done before timing.
 """
 
 import numpy as np
@@ -39,6 +40,19 @@ def test_batch_adam_floor(benchmark, workloads, batch_floor, batch_shape):
     X0 = workloads.starts(*batch_shape)
     X = benchmark(workloads.BATCH_FLOORS[batch_floor](X0, steps))
     assert np.all(np.isfinite(X)) and not np.array_equal(X, X0)
+
+
+def test_batch_adam_issue_reference(benchmark, workloads, batch_shape, numpy_reference):
+    """The issue's reference kernel, in the same group: it computes the same numbers."""
+    steps = workloads.SIZES["batch_steps"]
+    benchmark.group = f"batch-adam {workloads.shape_id(batch_shape)} T{steps}"
+    name = workloads.ISSUE_REFERENCE
+    benchmark.extra_info.update(peer=name, shape=list(batch_shape), steps=steps)
+    X0 = workloads.starts(*batch_shape)
+    X = benchmark(workloads.BATCH_REFERENCES[name](X0, steps))
+    diff = float(np.max(np.abs(X - numpy_reference(batch_shape, steps))))
+    if steps <= workloads.CHECK_MAX_STEPS:
+        assert diff <= workloads.ATOL, f"{name} disagrees with NumPy-batched Adam by {diff}"
 
 
 @pytest.mark.parametrize("peer", ["fastopt", "fastopt-block"])
