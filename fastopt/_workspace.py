@@ -48,8 +48,12 @@ class Workspace:
              self.G_prev[i], self.hyper_t[i], self.x_history[i], self.f_history[i], self.every,
              max_steps)
 
-    def run_all(self, setup, objective, args, max_steps, workers=None):
+    def run_all(self, setup, objective, args, max_steps, workers=None, compile_with=None):
         """Advance every start, on all of numba's threads (or ``workers`` threads).
+
+        ``compile_with(fn, *args)`` makes the call that compiles the loop (it runs
+        nothing): :func:`fastopt.objective.run_with_fallback` passes its
+        :class:`~fastopt.objective.FirstCall`, so that only compilation runs under its rules.
 
         First-order rules at d <= MAX_BLOCK_DIM run in lockstep blocks
         (:mod:`fastopt.block`); everything else runs one start per task. Both give
@@ -77,7 +81,10 @@ class Workspace:
             launch_args = (args, self.X, self.G, self.F, self.state, self.hyper, self.controls,
                            self.counters, self.X_prev, self.G_prev, self.hyper_t, self.x_history,
                            self.f_history, self.every, max_steps)
-        run(*launch_args, 0, 0)  # compiles here, in the caller's thread; runs nothing
+        if compile_with is None:
+            run(*launch_args, 0, 0)  # compiles here, in the caller's thread; runs nothing
+        else:
+            compile_with(run, *launch_args, 0, 0)
         threads = workers if workers is not None else numba.get_num_threads()
         run_in_threads(lambda first, end: run(*launch_args, first, end), n_tasks, threads)
 

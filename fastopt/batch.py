@@ -124,7 +124,8 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
     objective, args = prepare(fun, X0[0], args, jac, hess, setup.rule.needs_hess)
     work = Workspace(X0, setup)
     run_with_fallback(
-        objective, lambda obj, call: call(work.run_all, setup, obj, args, MAX_STEPS, workers),
+        objective,
+        lambda obj, call: work.run_all(setup, obj, args, MAX_STEPS, workers, compile_with=call),
         lane_views=True)
     return _result(work, setup)
 

@@ -108,7 +108,9 @@ def _minimize(x0, setup, objective, args, callback, call):
 def _run(x0, setup, loop, args, callback, call):
     work = Workspace(x0[None, :].copy(), setup)
     if callback is None:
-        call(work.run_one, loop, args, MAX_STEPS, compiled=_is_compiled(loop))
+        if not _is_compiled(loop):
+            call(work.run_one, loop, args, 0)  # compiles; evaluates x0 only
+        work.run_one(loop, args, MAX_STEPS)
     else:
         _run_with_callback(work, loop, args, callback, call)
     return work

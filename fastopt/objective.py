@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
+from numba.core.compiler_lock import global_compiler_lock
 from numba.core.errors import NumbaError, NumbaPerformanceWarning
 from numba.extending import intrinsic, is_jitted, overload
 
@@ -327,6 +328,10 @@ class FirstCall:
     numba's performance warnings are errors during the first call only, and
     :func:`run_with_fallback` falls back only on errors raised before the first call
     returned: a user's callback that raises later is never mistaken for a compile failure.
+    The first call holds numba's compiler lock: the warnings filter is process-wide, and
+    so no other thread compiles (and has its warnings turned into errors) while it is
+    installed, nor saves and restores the filter list interleaved with this one. Callers
+    keep the first call short (it compiles, and runs no more than one step).
     """
 
     def __init__(self, strict=True):
@@ -343,7 +348,7 @@ class FirstCall:
         if self.done or compiled:
             self.done = True
             return fn(*args)
-        with warnings.catch_warnings():
+        with global_compiler_lock, warnings.catch_warnings():
             warnings.simplefilter("error", NumbaPerformanceWarning)
             out = fn(*args)
         self.done = True

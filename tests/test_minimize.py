@@ -231,6 +231,39 @@ def test_exception_in_objective_propagates_from_the_portable_loop(capsys):
     assert capsys.readouterr().err == ""  # nothing printed as "ignored" on the way
 
 
+def test_concurrent_first_calls_leave_the_warnings_filters_as_they_were():
+    # a first call (it compiles) turns numba's performance warnings into errors with a
+    # process-wide filter; several at once must not interleave saving and restoring it
+    import threading
+
+    errors = []
+    n_threads = 3
+    together = threading.Barrier(n_threads)
+
+    def first_calls():
+        try:
+            fun, jac = numba.njit(quadratic), numba.njit(quadratic_grad)  # new dispatchers
+            kwargs = dict(jac=jac, method="adam", options={"maxiter": 3})
+            together.wait()
+            fastopt.minimize(fun, [0.5, 0.5], **kwargs)  # the portable loop
+            together.wait()
+            fastopt.minimize(fun, [0.5, 0.5], **kwargs)  # compiles the loop specialized for fun
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    with warnings.catch_warnings():
+        # not the test suite's "error" filter, which a leaked one would look the same as
+        warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
+        filters = list(warnings.filters)
+        threads = [threading.Thread(target=first_calls) for _ in range(n_threads)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert warnings.filters == filters
+
+
 PORTABLE_CACHE_SCRIPT = """
 import numba, numpy as np, fastopt
 from fastopt.loop import make_loop
