@@ -17,8 +17,9 @@ would reassociate sums, breaking bit-for-bit reproducibility.
   run them on Python threads (``nogil``; see ``fastopt._workspace.run_in_threads``),
   not in numba ``prange`` regions, whose compile costs ~3 s per new objective.
 * ``cached_closure`` -- a driver closure over fastopt's own kernels only (the
-  portable loop, which takes the objective's address), cached on
-  disk under a key given explicitly (see :class:`ClosureCache`).
+  portable loops of ``minimize`` and of the block driver, which take the address of
+  the objective's compiled part), cached on disk under a key given explicitly (see
+  :class:`ClosureCache`).
 """
 
 import hashlib

@@ -11,8 +11,12 @@ import numpy as np
 
 from . import _layout as L
 from . import status as st
-from .block import MAX_BLOCK_DIM, lanes_for, make_block_loop
+from .block import MAX_BLOCK_DIM, block_loop_for, lanes_for
 from .loop import make_loop
+
+
+def _call(fn, *args):
+    return fn(*args)
 
 
 class Workspace:
@@ -48,12 +52,17 @@ class Workspace:
              self.G_prev[i], self.hyper_t[i], self.x_history[i], self.f_history[i], self.every,
              max_steps)
 
-    def run_all(self, setup, objective, args, max_steps, workers=None, compile_with=None):
+    def run_all(self, setup, objective, args, max_steps, workers=None, compile_with=None,
+                portable=True):
         """Advance every start, on all of numba's threads (or ``workers`` threads).
 
-        ``compile_with(fn, *args)`` makes the call that compiles the loop (it runs
-        nothing): :func:`fastopt.objective.run_with_fallback` passes its
+        ``compile_with(fn, *args)`` makes the calls that compile (they run nothing):
+        :func:`fastopt.objective.run_with_fallback` passes its
         :class:`~fastopt.objective.FirstCall`, so that only compilation runs under its rules.
+        Returns True if the blocks ran in the portable loop
+        (:func:`fastopt.block.block_loop_for`; ``portable`` False: never): an exception of
+        the objective then only stopped its block and counted in ``counters[:, RAISED]``,
+        and the caller reruns with ``portable=False``, where it propagates.
 
         First-order rules at d <= MAX_BLOCK_DIM run in lockstep blocks
         (:mod:`fastopt.block`); everything else runs one start per task. Both give
@@ -61,32 +70,33 @@ class Workspace:
         MAX_BLOCK_DIM the per-start loop vectorizes over d and wins (2.2x at
         d = 1000), even for a block objective, which it then calls with one column.
         """
+        compile_with = compile_with or _call
         n, d = self.X.shape
         blocked = (objective.compiled and setup.rule.update_block is not None
                    and not setup.history_every and d <= MAX_BLOCK_DIM)
+        native = None
         if blocked:
-            run = make_block_loop(setup.rule, objective, d)
+            run, run_args, native = block_loop_for(setup.rule, objective, args, d, compile_with,
+                                                   portable)
             lanes = lanes_for(d)
             n_tasks = (n + lanes - 1) // lanes
-            launch_args = (args, self.X, self.G, self.F, self.state, self.hyper, self.controls,
-                           self.counters, lanes, max_steps)
+            launch_args = (run_args, self.X, self.G, self.F, self.state, self.hyper,
+                           self.controls, self.counters, lanes, max_steps)
         else:
             loop = make_loop(setup.rule, objective, setup.history_every > 0, d)
             if not objective.compiled:
                 for i in range(n):
                     self.run_one(loop, args, max_steps, i)
-                return
+                return False
             run = loop[1]
             n_tasks = n
             launch_args = (args, self.X, self.G, self.F, self.state, self.hyper, self.controls,
                            self.counters, self.X_prev, self.G_prev, self.hyper_t, self.x_history,
                            self.f_history, self.every, max_steps)
-        if compile_with is None:
-            run(*launch_args, 0, 0)  # compiles here, in the caller's thread; runs nothing
-        else:
-            compile_with(run, *launch_args, 0, 0)
+        compile_with(run, *launch_args, 0, 0)  # compiles, in the caller's thread; runs nothing
         threads = workers if workers is not None else numba.get_num_threads()
         run_in_threads(lambda first, end: run(*launch_args, first, end), n_tasks, threads)
+        return native is not None  # ``native`` owns the code at run_args[0] until here
 
     def history_rows(self, i):
         """Rows of start ``i``'s history that were filled (iterations 0, k, 2k, ...)."""

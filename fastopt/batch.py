@@ -122,11 +122,19 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
     n, d = X0.shape
     setup = parse(method, options, tol, d, n_starts=n)
     objective, args = prepare(fun, X0[0], args, jac, hess, setup.rule.needs_hess)
+    X0_kept = X0.copy()  # for a rerun (below)
     work = Workspace(X0, setup)
-    run_with_fallback(
-        objective,
-        lambda obj, call: work.run_all(setup, obj, args, MAX_STEPS, workers, compile_with=call),
-        lane_views=True)
+
+    def run(form, call):
+        nonlocal work
+        portable = work.run_all(setup, form, args, MAX_STEPS, workers, compile_with=call)
+        if portable and work.counters[:, L.RAISED].any():
+            # the objective raised inside the portable loop: rerun where it propagates
+            work = Workspace(X0_kept, setup)
+            call.again()
+            work.run_all(setup, form, args, MAX_STEPS, workers, compile_with=call, portable=False)
+
+    run_with_fallback(objective, run, lane_views=True)
     return _result(work, setup)
 
 

@@ -111,7 +111,7 @@ def call_fg_address(x, g, args, fd_step, counters):
     so the loop stops; the caller reruns the call in the loop specialized for the
     objective, where the exception propagates with its message.
     """
-    ok, f = call_native_fg(args[0], x, g, fd_step, counters)
+    ok, f = call_native_fg(args[0], (x, g, counters, x.size, fd_step))
     if not ok:
         counters[RAISED] += 1
         f = np.nan

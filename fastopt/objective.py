@@ -451,13 +451,6 @@ def _with_inlined_fg(plain, fun, jac, mode, n_args, returns):
     return plain._replace(fg=fg, plain=plain, lane_views=True)
 
 
-# fg as a native function for the portable loop: (x, g, d, fd_step, counters) -> f, where x,
-# g and counters are pointers to the start's rows. Its type is the same for every objective.
-NATIVE_FG_SIGNATURE = numba.types.float64(
-    numba.types.CPointer(numba.types.float64), numba.types.CPointer(numba.types.float64),
-    numba.types.intp, numba.types.float64, numba.types.CPointer(numba.types.int64))
-
-
 class NativeFunction(NamedTuple):
     """A compiled function's address, and the dispatcher that keeps its code alive."""
 
@@ -465,55 +458,85 @@ class NativeFunction(NamedTuple):
     dispatcher: Callable
 
 
+def compile_native(py_func, argument_types):
+    """``py_func`` compiled for ``argument_types``, returning a float: a :class:`NativeFunction`.
+
+    Portable loops, compiled once and cached on disk, call such a function by address
+    with :func:`native_caller`, in numba's own calling convention: its return status
+    reports an exception, which a C function (``numba.cfunc``) cannot, and a ``try``
+    inside one doubled this compile.
+    """
+    signature = numba.types.float64(*argument_types)
+    dispatcher = numba.njit(signature, nogil=True, error_model="numpy",
+                            no_cpython_wrapper=True, no_cfunc_wrapper=True)(py_func)
+    compiled = dispatcher.overloads[signature.args]
+    address = compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
+    return NativeFunction(address, dispatcher)
+
+
+def native_caller(argument_types):
+    """An intrinsic ``call(address, arguments) -> (ok, value)`` for native functions of
+    ``argument_types``: ``arguments`` is a tuple whose arrays are passed as pointers to
+    their data (they must be C-contiguous), the other values as they are. ``ok`` is False
+    when the function raised (its return status, read instead of propagated); ``value``
+    is then meaningless. Arguments of other types than ``argument_types`` do not compile.
+    """
+    argument_types = tuple(argument_types)
+
+    @intrinsic
+    def call(typingctx, address, arguments):
+        passed = tuple(numba.types.CPointer(t.dtype) if isinstance(t, numba.types.Array) else t
+                       for t in arguments)
+        if passed != argument_types:
+            raise numba.core.errors.TypingError(
+                f"native call with arguments {passed}, expected {argument_types}")
+        signature = numba.types.Tuple((numba.types.boolean, numba.types.float64))(
+            address, arguments)
+
+        def codegen(context, builder, signature, llvm_args):
+            address_value, tuple_value = llvm_args
+            values = []
+            for i, argument_type in enumerate(signature.args[1]):
+                value = builder.extract_value(tuple_value, i)
+                if isinstance(argument_type, numba.types.Array):
+                    value = context.make_array(argument_type)(context, builder, value).data
+                values.append(value)
+            function_type = context.call_conv.get_function_type(numba.types.float64,
+                                                                argument_types)
+            function = builder.inttoptr(address_value, function_type.as_pointer())
+            status, value = context.call_conv.call_function(
+                builder, function, numba.types.float64, argument_types, values)
+            return context.make_tuple(builder, signature.return_type, (status.is_ok, value))
+
+        return signature, codegen
+
+    return call
+
+
+_POINTER = numba.types.CPointer
+# fg as a native function for the portable loop: (x, g, counters, d, fd_step) -> f, x, g and
+# counters pointers to the start's rows. Its type is the same for every objective.
+NATIVE_FG_ARGUMENTS = (_POINTER(numba.types.float64), _POINTER(numba.types.float64),
+                       _POINTER(numba.types.int64), numba.types.intp, numba.types.float64)
+call_native_fg = native_caller(NATIVE_FG_ARGUMENTS)
+
+
 @functools.lru_cache(maxsize=256)
 def native_fg(fg):
-    """``fg`` (of an objective without extra ``args``) compiled with :data:`NATIVE_FG_SIGNATURE`.
+    """``fg`` (of an objective without extra ``args``) as a :class:`NativeFunction`.
 
     The portable loop (:func:`fastopt.loop.make_loop` with ``portable=True``) calls
-    it by address with :func:`call_native_fg`, so that loop is compiled once and
-    cached on disk, and a new objective costs only this small compile (~0.1 s
-    instead of ~1.3 s for the loop built around the objective). The call uses
-    numba's own calling convention, whose return status reports an exception; a C
-    function (``numba.cfunc``) cannot, and a ``try`` inside one doubled this compile.
+    it with ``call_native_fg(address, (x, g, counters, x.size, fd_step))``, so that
+    loop is compiled once and cached on disk, and a new objective costs only this
+    small compile (~0.1 s instead of ~1.3 s for the loop built around the objective).
     """
-    def fg_native(x_ptr, g_ptr, d, fd_step, counters_ptr):
+    def fg_native(x_ptr, g_ptr, counters_ptr, d, fd_step):
         x = numba.carray(x_ptr, (d,))
         g = numba.carray(g_ptr, (d,))
         counters = numba.carray(counters_ptr, (N_COUNTERS,))
         return fg(x, g, (), fd_step, counters)
 
-    dispatcher = numba.njit(NATIVE_FG_SIGNATURE, nogil=True, error_model="numpy",
-                            no_cpython_wrapper=True, no_cfunc_wrapper=True)(fg_native)
-    compiled = dispatcher.overloads[NATIVE_FG_SIGNATURE.args]
-    address = compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
-    return NativeFunction(address, dispatcher)
-
-
-@intrinsic
-def call_native_fg(typingctx, address, x, g, fd_step, counters):
-    """``(ok, f)``: call the :func:`native_fg` at ``address`` on ``x``, ``g``, ``counters``.
-
-    ``ok`` is False when the function raised (its return status, read instead of
-    propagated); ``f`` is then meaningless.
-    """
-    signature = numba.types.Tuple((numba.types.boolean, numba.types.float64))(
-        address, x, g, fd_step, counters)
-
-    def codegen(context, builder, signature, llvm_args):
-        address_value, x_value, g_value, fd_step_value, counters_value = llvm_args
-        x_array = context.make_array(signature.args[1])(context, builder, x_value)
-        g_array = context.make_array(signature.args[2])(context, builder, g_value)
-        counters_array = context.make_array(signature.args[4])(context, builder, counters_value)
-        argument_types = NATIVE_FG_SIGNATURE.args
-        function_type = context.call_conv.get_function_type(numba.types.float64, argument_types)
-        function = builder.inttoptr(address_value, function_type.as_pointer())
-        arguments = (x_array.data, g_array.data, x_array.nitems, fd_step_value,
-                     counters_array.data)
-        status, value = context.call_conv.call_function(
-            builder, function, numba.types.float64, argument_types, arguments)
-        return context.make_tuple(builder, signature.return_type, (status.is_ok, value))
-
-    return signature, codegen
+    return compile_native(fg_native, NATIVE_FG_ARGUMENTS)
 
 
 def jac_mode(jac):

@@ -257,6 +257,34 @@ def test_lanes_stopping_at_different_steps_follow_single_runs():
             assert res.status[i] == single.status
 
 
+@pytest.mark.parametrize("form", ["inplace", "block", "fun+jac"])
+def test_portable_block_loop_matches_the_specialized_one_bit_for_bit(form):
+    # Batches without extra args run the portable block loop (cached on disk; the objective
+    # called by address); the loop specialized for the objective must give the same bits.
+    from fastopt._setup import parse
+    from fastopt._workspace import Workspace
+    from fastopt.objective import prepare
+
+    fun, jac = {"inplace": (rosenbrock.fg, "inplace"), "block": (rosenbrock.block, "block"),
+                "fun+jac": (rosenbrock.fun, rosenbrock.grad)}[form]
+    X0 = np.random.default_rng(12).uniform(-2, 2, size=(150, 3))
+    X0[4] = [1e200, 1e200, 1e200]  # diverges at once
+    lr = np.linspace(1e-2, 5e-2, 150)  # per-start settings: the rule's block update
+    runs = []
+    for options, portable in [({"lr": 3e-2}, True), ({"lr": 3e-2}, False),
+                              ({"lr": lr}, True), ({"lr": lr}, False)]:
+        options = {**options, "maxiter": 3000, "gtol": 1e-3}
+        setup = parse("adam", options, None, 3, n_starts=150)
+        objective, args = prepare(fun, X0[0], (), jac, None, False)
+        work = Workspace(X0.copy(), setup)
+        assert work.run_all(setup, objective, args, 10**9, portable=portable) == portable
+        runs.append(work)
+    for a, b in (runs[:2], runs[2:]):
+        assert len(set(a.counters[:, 4].tolist())) >= 3  # converged, out of iterations, diverged
+        for name in ("X", "G", "F", "state", "counters"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
 @pytest.mark.parametrize("n_tasks, threads", [(0, 2), (1, 2), (7, 2), (100, 2), (1000, 3)])
 def test_run_in_threads_runs_every_task_exactly_once(n_tasks, threads):
     import threading

@@ -70,12 +70,15 @@ def test_a_function_numba_cannot_inline_is_called():
     np.testing.assert_array_equal(single.x, res.x[5])
 
 
-def test_exception_in_objective_propagates_from_a_batch():
-    for method in ("gd", "bfgs"):  # the lockstep blocks, and one start per task
+def test_exception_in_objective_propagates_from_a_batch(capsys):
+    # gd: the portable block loop (the objective called by address), which stops and has
+    # the batch rerun in the specialized loop; bfgs: one start per task
+    for method in ("gd", "bfgs"):
         with pytest.raises(ValueError, match="objective undefined for positive x"):
             fastopt.minimize_batch(undefined_for_positive_x, np.array([[-1.0], [-2.0]]),
                                    method=method,
                                    options={"lr": 1.5} if method == "gd" else None)
+    assert capsys.readouterr().err == ""  # nothing printed as "ignored" on the way
 
 
 @numba.njit
