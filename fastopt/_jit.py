@@ -65,9 +65,24 @@ class ClosureCache(FunctionCache):
         return (sig, codegen.magic_tuple(), self._closure_key)
 
 
+def unique_qualname(py_func, key):
+    """Give ``py_func`` a name of its own for ``key`` (numba's symbol names come from it).
+
+    numba names a closure's compiled code after its qualified name and a per-process
+    counter, and links a callee into its caller's library with a one-definition-rule
+    linkage. Two closures of the same source with different cells, compiled in two
+    processes, can then get one symbol name; loaded from the disk cache into one process,
+    both callers call whichever definition was loaded first. A name that includes a
+    digest of ``key`` keeps different closures apart.
+    """
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+    py_func.__qualname__ = f"{py_func.__qualname__}_{digest}"
+    return py_func
+
+
 def cached_closure(py_func, key):
     """``driver(py_func)`` cached on disk under ``key`` (see :class:`ClosureCache`)."""
-    dispatcher = driver(py_func)
+    dispatcher = driver(unique_qualname(py_func, key))
     dispatcher._cache = ClosureCache(py_func, key)
     return dispatcher
 

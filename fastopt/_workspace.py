@@ -13,6 +13,7 @@ from . import _layout as L
 from . import status as st
 from .block import MAX_BLOCK_DIM, block_loop_for, lanes_for
 from .loop import make_loop
+from .objective import native_fg
 
 
 def _call(fn, *args):
@@ -59,10 +60,12 @@ class Workspace:
         ``compile_with(fn, *args)`` makes the calls that compile (they run nothing):
         :func:`fastopt.objective.run_with_fallback` passes its
         :class:`~fastopt.objective.FirstCall`, so that only compilation runs under its rules.
-        Returns True if the blocks ran in the portable loop
-        (:func:`fastopt.block.block_loop_for`; ``portable`` False: never): an exception of
-        the objective then only stopped its block and counted in ``counters[:, RAISED]``,
-        and the caller reruns with ``portable=False``, where it propagates.
+        Returns True if the starts ran in a portable loop, which calls the objective by
+        address (:func:`fastopt.block.block_loop_for`, and the per-start loop of
+        :func:`fastopt.loop.make_loop` with ``portable=True``; ``portable`` False: never):
+        an exception of the objective then only stopped its block or start, counted in
+        ``counters[:, RAISED]``, and the caller reruns with ``portable=False``, where it
+        propagates.
 
         First-order rules at d <= MAX_BLOCK_DIM run in lockstep blocks
         (:mod:`fastopt.block`); everything else runs one start per task. Both give
@@ -83,16 +86,25 @@ class Workspace:
             launch_args = (run_args, self.X, self.G, self.F, self.state, self.hyper,
                            self.controls, self.counters, lanes, max_steps)
         else:
-            loop = make_loop(setup.rule, objective, setup.history_every > 0, d)
+            history = setup.history_every > 0
             if not objective.compiled:
+                loop = make_loop(setup.rule, objective, history, d)
                 for i in range(n):
                     self.run_one(loop, args, max_steps, i)
                 return False
+            run_args = args
+            if portable and setup.rule.update is not None and len(args) == 0:
+                # the portable per-start loop (cached on disk) calls the objective by address
+                native = compile_with(native_fg, objective.fg)
+                loop = make_loop(setup.rule, objective, history, d, portable=True)
+                run_args = (native.address,)
+            else:
+                loop = make_loop(setup.rule, objective, history, d)
             run = loop[1]
             n_tasks = n
-            launch_args = (args, self.X, self.G, self.F, self.state, self.hyper, self.controls,
-                           self.counters, self.X_prev, self.G_prev, self.hyper_t, self.x_history,
-                           self.f_history, self.every, max_steps)
+            launch_args = (run_args, self.X, self.G, self.F, self.state, self.hyper,
+                           self.controls, self.counters, self.X_prev, self.G_prev, self.hyper_t,
+                           self.x_history, self.f_history, self.every, max_steps)
         compile_with(run, *launch_args, 0, 0)  # compiles, in the caller's thread; runs nothing
         threads = workers if workers is not None else numba.get_num_threads()
         run_in_threads(lambda first, end: run(*launch_args, first, end), n_tasks, threads)

@@ -25,7 +25,7 @@ import functools
 import numpy as np
 
 from . import status as st
-from ._jit import cached_closure, driver, inlined, kernel
+from ._jit import cached_closure, driver, inlined, kernel, unique_qualname
 from ._layout import (
     CLIP_NORM,
     CLIP_VALUE,
@@ -188,7 +188,9 @@ def called_update(update):
     def outlined_update(x, g, state, hyper, counters):
         update(x, g, state, hyper, counters)
 
-    return driver(outlined_update)
+    # linked into cached loops: a name of its own per rule (see unique_qualname)
+    return driver(unique_qualname(outlined_update,
+                                  (update.py_func.__module__, update.py_func.__qualname__)))
 
 
 @functools.lru_cache(maxsize=256)
@@ -305,5 +307,6 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False, cach
                       max_steps)
 
     if compiled:
-        run_batch = driver(run_batch)
+        run_batch = (driver(run_batch) if cache_key is None
+                     else cached_closure(run_batch, (*cache_key, "run_batch")))
     return run_start, run_batch

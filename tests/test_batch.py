@@ -285,6 +285,75 @@ def test_portable_block_loop_matches_the_specialized_one_bit_for_bit(form):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
+def test_portable_per_start_loop_matches_the_specialized_one_bit_for_bit():
+    # One start per task (here because of the history) also runs the portable loop when
+    # there are no extra args: the objective called by address.
+    from fastopt._setup import parse
+    from fastopt._workspace import Workspace
+    from fastopt.objective import prepare
+
+    X0 = np.random.default_rng(13).uniform(-2, 2, size=(40, 5))
+    X0[3] = 1e200
+    options = {"lr": np.linspace(1e-2, 5e-2, 40), "maxiter": 3000, "gtol": 1e-3,
+               "history": 7}
+    runs = []
+    for portable in (True, False):
+        setup = parse("adam", options, None, 5, n_starts=40)
+        objective, args = prepare(rosenbrock.fun, X0[0], (), rosenbrock.grad, None, False)
+        work = Workspace(X0.copy(), setup)
+        assert work.run_all(setup, objective, args, 10**9, portable=portable) == portable
+        runs.append(work)
+    a, b = runs
+    assert len(set(a.counters[:, 4].tolist())) >= 3  # converged, out of iterations, diverged
+    for name in ("X", "G", "F", "state", "counters", "x_history", "f_history"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+BATCH_CACHE_SCRIPT = """
+import sys, numpy as np, fastopt
+from fastopt.functions import rosenbrock
+X0 = np.random.default_rng(0).uniform(-2, 2, size=(64, 3))
+for method in sys.argv[1:]:
+    kw = dict(fun=rosenbrock.fg, jac="inplace", method=method, options={"maxiter": 50})
+    res = fastopt.minimize_batch(X0=X0, **kw)
+    single = fastopt.minimize(x0=X0[9], **kw)
+    assert np.array_equal(res.x[9], single.x), (method, res.x[9], single.x)
+print("ok")
+"""
+
+
+def test_closures_linked_into_cached_loops_have_names_of_their_own():
+    # numba names a closure's code after its qualified name and a per-process counter; two
+    # rules' outlined updates compiled in two processes once got one symbol, and a process
+    # loading both cached block loops ran the first rule's update in the second loop.
+    from fastopt.loop import called_update
+    from fastopt.rules import RULES
+
+    names = {called_update(RULES[m].update).py_func.__qualname__
+             for m in ("sgd", "adam", "rmsprop", "adagrad")}
+    assert len(names) == 4
+
+
+def test_portable_loops_cached_by_two_processes_load_into_a_third(tmp_path):
+    # Each process compiles one rule's portable block loop into the shared disk cache; a
+    # third loads both, and each must run its own rule.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+
+    def run(*methods):
+        out = subprocess.run([sys.executable, "-c", BATCH_CACHE_SCRIPT, *methods], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.split()
+
+    assert run("sgd") == ["ok"]
+    assert run("adam") == ["ok"]
+    assert run("sgd", "adam") == ["ok"]
+
+
 @pytest.mark.parametrize("n_tasks, threads", [(0, 2), (1, 2), (7, 2), (100, 2), (1000, 3)])
 def test_run_in_threads_runs_every_task_exactly_once(n_tasks, threads):
     import threading

@@ -71,13 +71,14 @@ def test_a_function_numba_cannot_inline_is_called():
 
 
 def test_exception_in_objective_propagates_from_a_batch(capsys):
-    # gd: the portable block loop (the objective called by address), which stops and has
-    # the batch rerun in the specialized loop; bfgs: one start per task
-    for method in ("gd", "bfgs"):
+    # gd: the portable block loop, and with history the portable per-start loop (both call
+    # the objective by address, stop, and have the batch rerun in the specialized loop);
+    # bfgs: the per-start loop specialized for the objective
+    for method, options in [("gd", {"lr": 1.5}), ("gd", {"lr": 1.5, "history": True}),
+                            ("bfgs", None)]:
         with pytest.raises(ValueError, match="objective undefined for positive x"):
             fastopt.minimize_batch(undefined_for_positive_x, np.array([[-1.0], [-2.0]]),
-                                   method=method,
-                                   options={"lr": 1.5} if method == "gd" else None)
+                                   method=method, options=options)
     assert capsys.readouterr().err == ""  # nothing printed as "ignored" on the way
 
 
