@@ -93,7 +93,8 @@ class Workspace:
                     self.run_one(loop, args, max_steps, i)
                 return False
             run_args = args
-            if portable and setup.rule.update is not None and len(args) == 0:
+            if (portable and setup.rule.update is not None and len(args) == 0
+                    and not numba.config.DISABLE_JIT):
                 # the portable per-start loop (cached on disk) calls the objective by address
                 native = compile_with(native_fg, objective.fg)
                 loop = make_loop(setup.rule, objective, history, d, portable=True)

@@ -130,7 +130,7 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
         portable = work.run_all(setup, form, args, MAX_STEPS, workers, compile_with=call)
         if portable and work.counters[:, L.RAISED].any():
             # the objective raised inside the portable loop: rerun where it propagates
-            work = Workspace(X0_kept, setup)
+            work = Workspace(X0_kept.copy(), setup)
             call.again()
             work.run_all(setup, form, args, MAX_STEPS, workers, compile_with=call, portable=False)
 

@@ -120,7 +120,7 @@ def block_loop_for(rule, objective, args, d, compile_with, portable=True):
     owns the code at the address), or None. ``compile_with(fn, *args)`` makes the call
     that compiles the objective's part (see :meth:`fastopt._workspace.Workspace.run_all`).
     """
-    if portable and len(args) == 0:
+    if portable and len(args) == 0 and not numba.config.DISABLE_JIT:
         native = compile_with(native_evaluate, objective.fg, objective.block_fun,
                               objective.lane_views, _fixed_dim(d))
         return make_block_loop(rule, objective, d, portable=True), (native.address,), native

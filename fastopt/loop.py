@@ -22,6 +22,7 @@ Per iteration ``k`` (from ``x_k`` with value ``f_k`` and gradient ``g_k``):
 
 import functools
 
+import numba
 import numpy as np
 
 from . import status as st
@@ -162,7 +163,8 @@ def loop_for(rule, objective, args, history, d):
     :class:`~fastopt.objective.NativeFunction` the portable loop calls (keep it while
     the loop runs: it owns the code at the address), or None for any other loop.
     """
-    if objective.compiled and rule.update is not None and len(args) == 0:
+    if (objective.compiled and rule.update is not None and len(args) == 0
+            and not numba.config.DISABLE_JIT):
         key = (objective.fg, rule.name)
         uses = _USES.get(key, 0)
         if len(_USES) > 4096:
@@ -189,8 +191,9 @@ def called_update(update):
         update(x, g, state, hyper, counters)
 
     # linked into cached loops: a name of its own per rule (see unique_qualname)
+    rule_function = getattr(update, "py_func", update)
     return driver(unique_qualname(outlined_update,
-                                  (update.py_func.__module__, update.py_func.__qualname__)))
+                                  (rule_function.__module__, rule_function.__qualname__)))
 
 
 @functools.lru_cache(maxsize=256)

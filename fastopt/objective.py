@@ -476,10 +476,12 @@ def compile_native(py_func, argument_types):
 
 def native_caller(argument_types):
     """An intrinsic ``call(address, arguments) -> (ok, value)`` for native functions of
-    ``argument_types``: ``arguments`` is a tuple whose arrays are passed as pointers to
-    their data (they must be C-contiguous), the other values as they are. ``ok`` is False
-    when the function raised (its return status, read instead of propagated); ``value``
-    is then meaningless. Arguments of other types than ``argument_types`` do not compile.
+    ``argument_types``: ``arguments`` is a tuple whose arrays (C-contiguous) are passed as
+    pointers to their data, the other values as they are. ``ok`` is False when the
+    function raised (its return status, read instead of propagated); ``value`` is then
+    meaningless. A Python exception (raised in the function's ``numba.objmode`` code) is
+    cleared: the caller reruns the call where it propagates. Arguments of other types
+    than ``argument_types`` do not compile.
     """
     argument_types = tuple(argument_types)
 
@@ -487,7 +489,8 @@ def native_caller(argument_types):
     def call(typingctx, address, arguments):
         passed = tuple(numba.types.CPointer(t.dtype) if isinstance(t, numba.types.Array) else t
                        for t in arguments)
-        if passed != argument_types:
+        contiguous = all(t.layout == "C" for t in arguments if isinstance(t, numba.types.Array))
+        if passed != argument_types or not contiguous:
             raise numba.core.errors.TypingError(
                 f"native call with arguments {passed}, expected {argument_types}")
         signature = numba.types.Tuple((numba.types.boolean, numba.types.float64))(
@@ -506,6 +509,11 @@ def native_caller(argument_types):
             function = builder.inttoptr(address_value, function_type.as_pointer())
             status, value = context.call_conv.call_function(
                 builder, function, numba.types.float64, argument_types, values)
+            with builder.if_then(status.is_python_exc, likely=False):
+                python = context.get_python_api(builder)
+                gil = python.gil_ensure()
+                python.err_clear()
+                python.gil_release(gil)
             return context.make_tuple(builder, signature.return_type, (status.is_ok, value))
 
         return signature, codegen

@@ -70,6 +70,31 @@ def test_a_function_numba_cannot_inline_is_called():
     np.testing.assert_array_equal(single.x, res.x[5])
 
 
+def _raise_python_error(value):
+    raise RuntimeError(f"raised in object mode at {value}")
+
+
+def raises_in_object_mode(x):
+    if x[0] > 0.0:
+        with objmode():
+            _raise_python_error(x[0])
+    return x[0] * x[0]
+
+
+def test_python_exception_in_object_mode_propagates_as_itself():
+    # a Python exception raised in the objective's object-mode code is pending when the
+    # portable loops' native call returns: cleared there, raised again by the rerun
+    X0 = np.array([[-1.0], [-2.0]])
+    options = {"lr": 1.5, "maxiter": 5}
+    calls = [lambda f: fastopt.minimize(f, [-1.0], method="gd", options=options),
+             lambda f: fastopt.minimize_batch(f, X0, method="gd", options=options),
+             lambda f: fastopt.minimize_batch(f, X0, method="gd",
+                                              options={**options, "history": True})]
+    for call in calls:
+        with pytest.raises(RuntimeError, match="raised in object mode at"):
+            call(numba.njit(raises_in_object_mode))  # a new objective: the portable loop
+
+
 def test_exception_in_objective_propagates_from_a_batch(capsys):
     # gd: the portable block loop, and with history the portable per-start loop (both call
     # the objective by address, stop, and have the batch rerun in the specialized loop);
