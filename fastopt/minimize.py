@@ -97,11 +97,11 @@ def _minimize(x0, setup, objective, args, callback, call):
         return _run(x0, setup, loop, args, callback, call)
     work = _run(x0, setup, loop, loop_args, callback, call)  # ``native`` owns loop_args[0]'s code
     if work.counters[0, L.RAISED]:
-        # the objective raised inside the portable loop: rerun where it
-        # propagates with its message
+        # the objective raised inside the portable loop: rerun where it propagates with
+        # its message (without the callback, which has seen these iterations already)
         loop = make_loop(setup.rule, objective, history, x0.size)
         call.again()
-        work = _run(x0, setup, loop, args, callback, call)
+        work = _run(x0, setup, loop, args, None, call)
     return work
 
 

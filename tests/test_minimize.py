@@ -224,6 +224,21 @@ def test_first_call_runs_the_portable_loop_bit_identical_to_the_specialized_one(
     assert first.nit == 500
 
 
+def _undefined_above_half(x):
+    if x[0] > 0.5:
+        raise ValueError("objective undefined above 0.5")
+    return (x[0] - 2.0) ** 2
+
+
+def test_callback_sees_each_iteration_once_when_the_objective_raises():
+    seen = []
+    with pytest.raises(ValueError, match="objective undefined above 0.5"):
+        # from 0 towards the minimum at 2, past 0.5 after a dozen steps
+        fastopt.minimize(numba.njit(_undefined_above_half), [0.0], method="gd",
+                         options={"lr": 0.01}, callback=lambda xk: seen.append(xk[0]))
+    assert len(seen) == len(set(seen)) > 5  # the rerun that raises calls no callback
+
+
 def test_exception_in_objective_propagates_from_the_portable_loop(capsys):
     with pytest.raises(ValueError, match="objective undefined for positive x"):
         # gradient descent with lr 1.5 overshoots from -1 to +2 at the first step
