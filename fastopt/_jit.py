@@ -86,6 +86,14 @@ def cached_closure(py_func, key):
     dispatcher._cache = ClosureCache(py_func, key)
     return dispatcher
 
+
+def closure_driver(py_func, cache_key=None):
+    """A driver closure: cached on disk under ``cache_key`` and its name if a key is given
+    (the portable loops), else compiled in each process (loops around user code)."""
+    if cache_key is None:
+        return driver(py_func)
+    return cached_closure(py_func, (*cache_key, py_func.__name__))
+
 # numba's default "workqueue" threading layer aborts the process when two Python threads
 # launch parallel kernels at once. The step API's parallel kernels hold this lock, so
 # concurrent calls from user threads queue up instead (each already uses every core).

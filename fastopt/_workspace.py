@@ -12,8 +12,7 @@ import numpy as np
 from . import _layout as L
 from . import status as st
 from .block import MAX_BLOCK_DIM, block_loop_for, lanes_for
-from .loop import make_loop
-from .objective import native_fg
+from .loop import batch_loop_for, make_loop
 
 
 def _call(fn, *args):
@@ -61,8 +60,8 @@ class Workspace:
         :func:`fastopt.objective.run_with_fallback` passes its
         :class:`~fastopt.objective.FirstCall`, so that only compilation runs under its rules.
         Returns True if the starts ran in a portable loop, which calls the objective by
-        address (:func:`fastopt.block.block_loop_for`, and the per-start loop of
-        :func:`fastopt.loop.make_loop` with ``portable=True``; ``portable`` False: never):
+        address (:func:`fastopt.block.block_loop_for`, :func:`fastopt.loop.batch_loop_for`;
+        ``portable`` False: never):
         an exception of the objective then only stopped its block or start, counted in
         ``counters[:, RAISED]``, and the caller reruns with ``portable=False``, where it
         propagates.
@@ -92,16 +91,8 @@ class Workspace:
                 for i in range(n):
                     self.run_one(loop, args, max_steps, i)
                 return False
-            run_args = args
-            if (portable and setup.rule.update is not None and len(args) == 0
-                    and not numba.config.DISABLE_JIT):
-                # the portable per-start loop (cached on disk) calls the objective by address
-                native = compile_with(native_fg, objective.fg)
-                loop = make_loop(setup.rule, objective, history, d, portable=True)
-                run_args = (native.address,)
-            else:
-                loop = make_loop(setup.rule, objective, history, d)
-            run = loop[1]
+            run, run_args, native = batch_loop_for(setup.rule, objective, args, history, d,
+                                                   compile_with, portable)
             n_tasks = n
             launch_args = (run_args, self.X, self.G, self.F, self.state, self.hyper,
                            self.controls, self.counters, self.X_prev, self.G_prev, self.hyper_t,

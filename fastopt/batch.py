@@ -118,11 +118,11 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
     (True, [1.0, 1.0])
     """
     workers = check_workers(workers)
-    X0 = as_points(X0, "X0", batch=True)
+    starts = X0
+    X0 = as_points(starts, "X0", batch=True)  # a copy: the run moves it
     n, d = X0.shape
     setup = parse(method, options, tol, d, n_starts=n)
     objective, args = prepare(fun, X0[0], args, jac, hess, setup.rule.needs_hess)
-    X0_kept = X0.copy()  # for a rerun (below)
     work = Workspace(X0, setup)
 
     def run(form, call):
@@ -130,7 +130,7 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
         portable = work.run_all(setup, form, args, MAX_STEPS, workers, compile_with=call)
         if portable and work.counters[:, L.RAISED].any():
             # the objective raised inside the portable loop: rerun where it propagates
-            work = Workspace(X0_kept.copy(), setup)
+            work = Workspace(as_points(starts, "X0", batch=True), setup)
             call.again()
             work.run_all(setup, form, args, MAX_STEPS, workers, compile_with=call, portable=False)
 

@@ -44,7 +44,7 @@ import numba
 import numpy as np
 
 from . import status as st
-from ._jit import cached_closure, driver, inlined, kernel
+from ._jit import closure_driver, inlined, kernel
 from ._layout import (
     CLIP_NORM,
     CLIP_VALUE,
@@ -66,7 +66,7 @@ from ._layout import (
 )
 from .clipping import clip_by_norm, clip_by_value
 from .loop import called_update
-from .objective import call_block, compile_native, native_caller
+from .objective import call_block, calls_by_address, compile_native, native_caller
 from .schedules import scheduled_lr
 
 MAX_BLOCK_DIM = 64  # above this the per-start loop vectorizes over d and is as fast
@@ -120,7 +120,7 @@ def block_loop_for(rule, objective, args, d, compile_with, portable=True):
     owns the code at the address), or None. ``compile_with(fn, *args)`` makes the call
     that compiles the objective's part (see :meth:`fastopt._workspace.Workspace.run_all`).
     """
-    if portable and len(args) == 0 and not numba.config.DISABLE_JIT:
+    if portable and calls_by_address(objective, args):
         native = compile_with(native_evaluate, objective.fg, objective.block_fun,
                               objective.lane_views, _fixed_dim(d))
         return make_block_loop(rule, objective, d, portable=True), (native.address,), native
@@ -516,7 +516,7 @@ def _make_block_loop(update, update_block, evaluate, blockwise, fixed_dim=0, cac
         if raised:
             counters[lo, RAISED] += 1
 
-    run_block = _compiled(run_block, cache_key)
+    run_block = closure_driver(run_block, cache_key)
 
     def run_blocks(args, X, G, F, state, hyper, controls, counters, lanes, max_steps, first, end):
         """Blocks ``first`` to ``end - 1`` of ``lanes`` starts each (a thread's share)."""
@@ -526,11 +526,4 @@ def _make_block_loop(update, update_block, evaluate, blockwise, fixed_dim=0, cac
             run_block(args, X, G, F, state, hyper, controls, counters, lo, min(lanes, n - lo),
                       max_steps)
 
-    return _compiled(run_blocks, cache_key)
-
-
-def _compiled(py_func, cache_key):
-    """A driver: cached on disk under ``cache_key`` and the function's name, if given."""
-    if cache_key is None:
-        return driver(py_func)
-    return cached_closure(py_func, (*cache_key, py_func.__name__))
+    return closure_driver(run_blocks, cache_key)

@@ -451,6 +451,12 @@ def _with_inlined_fg(plain, fun, jac, mode, n_args, returns):
     return plain._replace(fg=fg, plain=plain, lane_views=True)
 
 
+def calls_by_address(objective, args):
+    """Whether a portable loop can call ``objective`` by address: compiled by numba,
+    without extra ``args`` (the native signature is fixed)."""
+    return objective.compiled and len(args) == 0 and not numba.config.DISABLE_JIT
+
+
 class NativeFunction(NamedTuple):
     """A compiled function's address, and the dispatcher that keeps its code alive."""
 
