@@ -63,8 +63,9 @@ class Workspace:
         address (:func:`fastopt.block.block_loop_for`, :func:`fastopt.loop.batch_loop_for`;
         ``portable`` False: never):
         an exception of the objective then only stopped its block or start, counted in
-        ``counters[:, RAISED]``, and the caller reruns with ``portable=False``, where it
-        propagates.
+        ``counters[:, RAISED]``, and the batch: the caller raises it from Python at
+        :meth:`rows_that_raised` (:func:`fastopt.objective.raise_where_it_raised`), or
+        reruns with ``portable=False``, where it propagates.
 
         First-order rules at d <= MAX_BLOCK_DIM run in lockstep blocks
         (:mod:`fastopt.block`); everything else runs one start per task. Both give
@@ -77,10 +78,11 @@ class Workspace:
         blocked = (objective.compiled and setup.rule.update_block is not None
                    and not setup.history_every and d <= MAX_BLOCK_DIM)
         native = None
+        self.rows_per_task = 1
         if blocked:
             run, run_args, native = block_loop_for(setup.rule, objective, args, d, compile_with,
                                                    portable)
-            lanes = lanes_for(d)
+            lanes = self.rows_per_task = lanes_for(d)
             n_tasks = (n + lanes - 1) // lanes
             launch_args = (run_args, self.X, self.G, self.F, self.state, self.hyper,
                            self.controls, self.counters, lanes, max_steps)
@@ -97,10 +99,19 @@ class Workspace:
             launch_args = (run_args, self.X, self.G, self.F, self.state, self.hyper,
                            self.controls, self.counters, self.X_prev, self.G_prev, self.hyper_t,
                            self.x_history, self.f_history, self.every, max_steps)
+        stop = np.zeros(1, dtype=np.int64)  # set: no thread starts another task
+        launch_args += (stop,)
         compile_with(run, *launch_args, 0, 0)  # compiles, in the caller's thread; runs nothing
         threads = workers if workers is not None else numba.get_num_threads()
-        run_in_threads(lambda first, end: run(*launch_args, first, end), n_tasks, threads)
+        run_in_threads(lambda first, end: run(*launch_args, first, end), n_tasks, threads, stop)
         return native is not None  # ``native`` owns the code at run_args[0] until here
+
+    def rows_that_raised(self):
+        """Rows whose objective may have raised in a portable loop, each where it stopped:
+        a start counted in ``counters[:, RAISED]``, or every row of such a start's block."""
+        n = self.X.shape[0]
+        return [row for first in np.flatnonzero(self.counters[:, L.RAISED])
+                for row in range(first, min(n, first + self.rows_per_task))]
 
     def history_rows(self, i):
         """Rows of start ``i``'s history that were filled (iterations 0, k, 2k, ...)."""
@@ -116,7 +127,7 @@ def check_workers(workers):
     return int(min(workers, numba.config.NUMBA_NUM_THREADS))
 
 
-def run_in_threads(run_range, n_tasks, threads):
+def run_in_threads(run_range, n_tasks, threads, stop=None):
     """``run_range(first, end)`` over chunks of ``range(n_tasks)``, on ``threads`` threads.
 
     ``run_range`` is compiled code that releases the GIL (``nogil``), so the threads run
@@ -125,7 +136,9 @@ def run_in_threads(run_range, n_tasks, threads):
     scheduling: a thread takes 1/(2 threads) of what is left), so threads finish within
     about one task of each other even when starts stop early. The caller's thread is
     one of them. An exception in any chunk (the user's objective raising) is raised
-    here once every thread has stopped; the other threads take no new chunk after it.
+    here once every thread has stopped. ``stop`` (a 1-element array the compiled loops
+    read before each task, and set when an objective raised in a portable loop) is set
+    then as well: the other threads stop within one task, and take no new chunk.
     """
     if threads <= 1 or n_tasks <= 1:
         run_range(0, n_tasks)
@@ -138,7 +151,7 @@ def run_in_threads(run_range, n_tasks, threads):
         nonlocal position
         with lock:
             first = position
-            if first >= n_tasks or errors:
+            if first >= n_tasks or errors or (stop is not None and stop[0]):
                 return None
             position = min(n_tasks, first + max(1, (n_tasks - first) // (2 * threads)))
             return first, position
@@ -150,6 +163,8 @@ def run_in_threads(run_range, n_tasks, threads):
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 with lock:
                     errors.append(exc)
+                    if stop is not None:
+                        stop[0] = 1
                 return
 
     helpers = [threading.Thread(target=work, daemon=True) for _ in range(threads - 1)]

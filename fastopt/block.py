@@ -174,8 +174,8 @@ call_native_evaluate = native_caller(NATIVE_EVALUATE_ARGUMENTS)
 def evaluate_by_address(args, Xb, Gb, Fb, mask, controls, counters, lo, xbuf, gbuf, Gs, Fs):
     """The portable loop's ``evaluate``: ``args[0]`` is a :func:`native_evaluate` address.
 
-    False when the objective raised (the caller stops, and the batch is run again in the
-    loop specialized for the objective, where the exception propagates).
+    False when the objective raised (the caller stops, leaving the block's points where
+    it raised; see :func:`fastopt.objective.raise_where_it_raised`).
     """
     d, B = Xb.shape
     ok, _ = call_native_evaluate(args[0], (Xb, Gb, Fb, mask, controls, counters, xbuf, gbuf,
@@ -518,12 +518,18 @@ def _make_block_loop(update, update_block, evaluate, blockwise, fixed_dim=0, cac
 
     run_block = closure_driver(run_block, cache_key)
 
-    def run_blocks(args, X, G, F, state, hyper, controls, counters, lanes, max_steps, first, end):
-        """Blocks ``first`` to ``end - 1`` of ``lanes`` starts each (a thread's share)."""
+    def run_blocks(args, X, G, F, state, hyper, controls, counters, lanes, max_steps, stop,
+                   first, end):
+        """Blocks ``first`` to ``end - 1`` of ``lanes`` starts each (a thread's share); as
+        :func:`fastopt.loop.make_loop`'s ``run_batch``, stops early once ``stop[0]`` is set."""
         n = X.shape[0]
         for k in range(first, end):
+            if stop[0] != 0:
+                break
             lo = k * lanes
             run_block(args, X, G, F, state, hyper, controls, counters, lo, min(lanes, n - lo),
                       max_steps)
+            if counters[lo, RAISED] != 0:
+                stop[0] = 1
 
     return closure_driver(run_blocks, cache_key)

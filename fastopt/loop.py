@@ -108,8 +108,9 @@ def call_fg_address(x, g, args, fd_step, counters):
     """The portable loop's objective: ``args[0]`` is a :func:`fastopt.objective.native_fg` address.
 
     An exception it raises is counted in ``counters[RAISED]`` and the value is NaN,
-    so the loop stops; the caller reruns the call in the loop specialized for the
-    objective, where the exception propagates with its message.
+    so the loop stops, leaving ``x`` where it was raised; the caller evaluates the
+    objective there again from Python, where the exception propagates with its message
+    (:func:`fastopt.objective.raise_where_it_raised`).
     """
     ok, f = call_native_fg(args[0], (x, g, counters, x.size, fd_step))
     if not ok:
@@ -291,10 +292,11 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False, cach
                         g[i] = g_prev[i]
                 break
             if not (is_finite(f) and all_finite(g) and all_finite(x)):
-                f = f_prev
-                for i in range(x.size):
-                    x[i] = x_prev[i]
-                    g[i] = g_prev[i]
+                if counters[RAISED] == 0:  # else x stays where the objective raised
+                    f = f_prev
+                    for i in range(x.size):
+                        x[i] = x_prev[i]
+                        g[i] = g_prev[i]
                 status = st.DIVERGED
                 break
             nit += 1
@@ -314,12 +316,20 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False, cach
         run_start = closure_driver(run_start, cache_key)
 
     def run_batch(args, X, G, F, state, hyper, controls, counters, X_prev, G_prev, hyper_t,
-                  x_history, f_history, every, max_steps, first, end):
-        """``run_start`` on rows ``first`` to ``end - 1`` of a batch (a thread's share)."""
+                  x_history, f_history, every, max_steps, stop, first, end):
+        """``run_start`` on rows ``first`` to ``end - 1`` of a batch (a thread's share).
+
+        Stops early once ``stop[0]`` is set: by a start whose objective raised (here or in
+        another thread), or by the caller when another thread's call raised.
+        """
         for i in range(first, end):
+            if stop[0] != 0:
+                break
             run_start(args, X[i], G[i], F[i:i + 1], state[i], hyper[i], controls[i], counters[i],
                       X_prev[i], G_prev[i], hyper_t[i], x_history[i], f_history[i], every,
                       max_steps)
+            if counters[i, RAISED] != 0:
+                stop[0] = 1
 
     if compiled:
         run_batch = closure_driver(run_batch, cache_key)

@@ -11,7 +11,7 @@ from . import status as st
 from ._setup import as_points, parse
 from ._workspace import Workspace
 from .loop import loop_for, make_loop
-from .objective import prepare, run_with_fallback
+from .objective import prepare, raise_where_it_raised, run_with_fallback
 
 MAX_STEPS = np.iinfo(np.int64).max
 
@@ -97,8 +97,10 @@ def _minimize(x0, setup, objective, args, callback, call):
         return _run(x0, setup, loop, args, callback, call)
     work = _run(x0, setup, loop, loop_args, callback, call)  # ``native`` owns loop_args[0]'s code
     if work.counters[0, L.RAISED]:
-        # the objective raised inside the portable loop: rerun where it propagates with
-        # its message (without the callback, which has seen these iterations already)
+        # the objective raised inside the portable loop: raise it from where it did, else
+        # rerun where it propagates (without the callback, which has seen these iterations)
+        raise_where_it_raised((objective.plain or objective).fg, work.X[:1],
+                              work.controls[:1, L.FD_STEP])
         loop = make_loop(setup.rule, objective, history, x0.size)
         call.again()
         work = _run(x0, setup, loop, args, None, call)

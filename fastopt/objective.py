@@ -486,7 +486,7 @@ def native_caller(argument_types):
     pointers to their data, the other values as they are. ``ok`` is False when the
     function raised (its return status, read instead of propagated); ``value`` is then
     meaningless. A Python exception (raised in the function's ``numba.objmode`` code) is
-    cleared: the caller reruns the call where it propagates. Arguments of other types
+    cleared: the caller calls the function again where it propagates. Arguments of other types
     than ``argument_types`` do not compile.
     """
     argument_types = tuple(argument_types)
@@ -551,6 +551,23 @@ def native_fg(fg):
         return fg(x, g, (), fd_step, counters)
 
     return compile_native(fg_native, NATIVE_FG_ARGUMENTS)
+
+
+def raise_where_it_raised(fg, points, fd_steps):
+    """Evaluate ``fg`` from Python at ``points``, where a portable loop's call raised.
+
+    A call by address (:func:`native_caller`) learns that the objective raised, not
+    what: the portable loops count it in ``counters[RAISED]``, stop with ``x`` at the
+    point where it raised, and stop the batch. Evaluating the same ``fg`` there again,
+    through numba's Python entry point, raises the exception itself, with its message,
+    after compiling ``fg`` alone (0.1-0.3 s, against 1-5 s for the loop specialized for
+    the objective, where it would propagate too). Returns if no point raises (an
+    objective whose exceptions depend on more than ``x``): the caller then reruns in
+    that specialized loop.
+    """
+    counters = np.zeros(N_COUNTERS, dtype=np.int64)
+    for x, fd_step in zip(points, fd_steps, strict=True):
+        fg(np.array(x, dtype=np.float64), np.empty(len(x)), (), float(fd_step), counters)
 
 
 def jac_mode(jac):

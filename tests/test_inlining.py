@@ -108,6 +108,68 @@ def test_exception_in_objective_propagates_from_a_batch(capsys):
 
 
 @numba.njit
+def _square_undefined_for_positive_x(x):
+    if x[0] > 0.0:
+        raise ValueError("objective undefined for positive x")
+    return x[0] * x[0]
+
+
+@numba.njit
+def _square_grad(x):
+    return 2.0 * x
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_an_exception_in_a_portable_loop_stops_the_batch_where_it_was_raised(history):
+    # Start 0 raises at its first step (lr 1.5 takes -1 to +2; the others, lr 0.1, stay
+    # negative): its row keeps the point where it raised, and no later start (or block of
+    # starts) runs.
+    from fastopt import _layout as L
+    from fastopt import status as st
+    from fastopt._setup import parse
+    from fastopt._workspace import Workspace
+    from fastopt.block import lanes_for
+
+    X0 = np.full((1000, 1), -1.0)
+    lr = np.full(1000, 0.1)
+    lr[0] = 1.5
+    setup = parse("gd", {"lr": lr, "maxiter": 1000, "history": history}, None, 1,
+                  n_starts=1000)
+    objective, args = prepare(_square_undefined_for_positive_x, X0[0], (), _square_grad, None,
+                              False)
+    work = Workspace(X0.copy(), setup)
+    assert work.run_all(setup, objective, args, 10**9, workers=1, portable=True)
+    assert work.counters[0, L.RAISED] == 1
+    assert work.X[0, 0] == 2.0  # -1 - 1.5 * (-2): where the objective raised
+    rows = work.rows_that_raised()
+    assert rows == list(range(1 if history else lanes_for(1)))  # the start, or its block
+    assert np.all(work.counters[len(rows):, L.STATUS] == st.NOT_STARTED)
+    with pytest.raises(ValueError, match="objective undefined for positive x"):
+        fastopt.objective.raise_where_it_raised(objective.fg, work.X[rows], np.zeros(len(rows)))
+
+
+def test_an_exception_in_a_portable_batch_is_raised_without_the_specialized_loop(monkeypatch):
+    # Raised again from Python where it was raised (0.1 s), instead of rerunning the batch
+    # in a loop compiled for the objective (5 s, the first time).
+    from fastopt._workspace import Workspace
+
+    portable = []
+    run_all = Workspace.run_all
+
+    def recording_run_all(self, *args, **kwargs):
+        portable.append(kwargs.get("portable", True))
+        return run_all(self, *args, **kwargs)
+
+    monkeypatch.setattr(Workspace, "run_all", recording_run_all)
+    X0 = np.zeros((300, 1))
+    X0[250] = -1.0
+    with pytest.raises(ValueError, match="objective undefined for positive x"):
+        fastopt.minimize_batch(numba.njit(undefined_for_positive_x), X0, method="gd",
+                               options={"lr": 1.5})
+    assert portable == [True]
+
+
+@numba.njit
 def sphere_dot(x):
     return x @ x  # numba's @ takes contiguous arrays only
 
