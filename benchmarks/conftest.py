@@ -558,7 +558,7 @@ def new_objective(kind):
         jac = numba.njit(user_rosenbrock_grad.py_func)
         return {"fun": fun, "jac": jac}
     if kind == "user-njit-inplace":
-        return {"fun": numba.njit(rosenbrock.fg.py_func), "jac": "inplace"}
+        return {"fun": numba.njit(user_rosenbrock_inplace.py_func), "jac": "inplace"}
     raise ValueError(kind)
 
 
