@@ -134,13 +134,16 @@ def run_in_threads(run_range, n_tasks, threads, stop=None):
     in parallel. Tasks are independent (a start or a block of starts): which thread
     runs which chunk changes no result. Chunks shrink as the work runs out (guided
     scheduling: a thread takes 1/(2 threads) of what is left), so threads finish within
-    about one task of each other even when starts stop early. The caller's thread is
-    one of them. An exception in any chunk (the user's objective raising) is raised
-    here once every thread has stopped. ``stop`` (a 1-element array the compiled loops
-    read before each task, and set when an objective raised in a portable loop) is set
-    then as well: the other threads stop within one task, and take no new chunk.
+    about one task of each other even when starts stop early.
+
+    ``stop`` is a 1-element array the compiled loops read before each task, and set
+    when an objective raised in a portable loop. It is set here as well when a chunk
+    raises (the user's objective, in a specialized loop), and on Ctrl-C: the threads
+    then stop within one task and take no new chunk, and the exception is raised here.
+    With ``stop`` the tasks run on helper threads while the caller's thread waits for
+    them, so that it can take the KeyboardInterrupt (compiled code does not).
     """
-    if threads <= 1 or n_tasks <= 1:
+    if n_tasks <= 1 or (threads <= 1 and stop is None):
         run_range(0, n_tasks)
         return
     lock = threading.Lock()
@@ -167,11 +170,23 @@ def run_in_threads(run_range, n_tasks, threads, stop=None):
                         stop[0] = 1
                 return
 
-    helpers = [threading.Thread(target=work, daemon=True) for _ in range(threads - 1)]
+    n_helpers = max(1, threads) if stop is not None else threads - 1
+    helpers = [threading.Thread(target=work, daemon=True) for _ in range(n_helpers)]
     for helper in helpers:
         helper.start()
-    work()
-    for helper in helpers:
-        helper.join()
+    if stop is None:
+        work()
+    try:
+        for helper in helpers:
+            # in short waits: Ctrl-C may be delivered to a helper thread, which leaves a
+            # wait without timeout blocked; the main thread raises it when a wait ends
+            while helper.is_alive():
+                helper.join(0.05)
+    except KeyboardInterrupt:
+        with lock:
+            stop[0] = 1
+        for helper in helpers:
+            helper.join()
+        raise
     if errors:
         raise errors[0]

@@ -98,9 +98,10 @@ def _minimize(x0, setup, objective, args, callback, call):
     work = _run(x0, setup, loop, loop_args, callback, call)  # ``native`` owns loop_args[0]'s code
     if work.counters[0, L.RAISED]:
         # the objective raised inside the portable loop: raise it from where it did, else
-        # rerun where it propagates (without the callback, which has seen these iterations)
-        raise_where_it_raised((objective.plain or objective).fg, work.X[:1],
-                              work.controls[:1, L.FD_STEP])
+        # rerun where it propagates (without the callback, which has seen these iterations).
+        # Evaluated as the specialized loop evaluates it: the portable loop called the user's
+        # functions as compiled, where 1/0 raises; their inlined copies give inf.
+        raise_where_it_raised(objective.fg, work.X[:1], work.controls[:1, L.FD_STEP])
         loop = make_loop(setup.rule, objective, history, x0.size)
         call.again()
         work = _run(x0, setup, loop, args, None, call)

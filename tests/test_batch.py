@@ -369,3 +369,51 @@ def test_run_in_threads_runs_every_task_exactly_once(n_tasks, threads):
 
     run_in_threads(run_range, n_tasks, threads)
     assert np.all(runs == 1)
+
+
+CTRL_C_SCRIPT = """
+import sys
+import numba
+import numpy as np
+from fastopt._workspace import run_in_threads
+
+@numba.njit(nogil=True)
+def run_tasks(first, end, stop, ran):  # as the compiled loops: stop read before each task
+    for task in range(first, end):
+        if stop[0]:
+            return
+        s = 0.0
+        for k in range(2_000_000):  # a few ms of dependent adds, without the GIL
+            s += k * 1e-9
+        ran[task] = s
+
+stop = np.zeros(1, dtype=np.int64)
+ran = np.zeros(100_000)
+run_tasks(0, 1, stop, ran)  # compile
+print("ready", flush=True)
+try:
+    run_in_threads(lambda first, end: run_tasks(first, end, stop, ran), ran.size,
+                   int(sys.argv[1]), stop)  # minutes of tasks
+except KeyboardInterrupt:
+    print("interrupted", np.count_nonzero(ran), flush=True)
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ctrl_c_stops_a_batch_within_a_task(threads):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, str(threads)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert process.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=20)  # a task takes ms; all of them, minutes
+    assert process.returncode == 0, err[-2000:]
+    word, n_ran = out.split()
+    assert word == "interrupted" and 1 < int(n_ran) < 100_000

@@ -62,7 +62,7 @@ def rosenbrock_gradient_reference(x):
     return g
 
 
-@pytest.mark.parametrize("d", [1, 2, 3, 64, 65, 66, 129, 130, 1000, 1001])
+@pytest.mark.parametrize("d", [1, 2, 3, 64, 65, 66, 67, 68, 69, 129, 130, 131, 1000, 1001])
 def test_rosenbrock_forms_give_the_same_bits_as_the_reference_order(d):
     # Above VALUE_LANES terms the sum runs in partial sums (vectorized in the point form);
     # every form must keep the one order, or a batch of block-form starts and a single

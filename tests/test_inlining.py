@@ -169,6 +169,28 @@ def test_an_exception_in_a_portable_batch_is_raised_without_the_specialized_loop
     assert portable == [True]
 
 
+def _reciprocal_plus_square(x):
+    return 1.0 / x[0] + x[0] * x[0]
+
+
+def _reciprocal_plus_square_grad(x):
+    return np.array([-1.0 / (x[0] * x[0]) + 2.0 * x[0]])
+
+
+def test_a_division_by_zero_ends_diverged_on_the_first_call_too():
+    # The user's functions as compiled (numba's Python error model) raise ZeroDivisionError,
+    # and the first call's portable loop calls them so; fastopt's loops use inlined copies,
+    # where 1/0 is inf and the start ends DIVERGED. Every call must agree.
+    kw = dict(method="gd", options={"lr": 1.0 / 3.0, "maxiter": 5})  # -1 + 3 / 3 = 0
+    fun = numba.njit(_reciprocal_plus_square)
+    jac = numba.njit(_reciprocal_plus_square_grad)
+    for _ in range(2):
+        res = fastopt.minimize(fun, [-1.0], jac=jac, **kw)
+        assert res.status == fastopt.Status.DIVERGED and res.x[0] == -1.0
+    res = fastopt.minimize_batch(fun, np.array([[-1.0]]), jac=jac, **kw)
+    assert res.status[0] == fastopt.Status.DIVERGED
+
+
 @numba.njit
 def sphere_dot(x):
     return x @ x  # numba's @ takes contiguous arrays only
