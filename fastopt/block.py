@@ -228,6 +228,11 @@ def lanes_share_settings(hyper, controls, counters, lo, live, first):
     return True
 
 
+# A block reads the shared ``stop`` flag (another start raised, or Ctrl-C) at each review of
+# its lanes, and reviews at least this often: a few ms at most, far less than a long block.
+STOP_CHECK_STEPS = 4096
+
+
 @functools.lru_cache(maxsize=256)
 def _make_block_loop(update, update_block, evaluate, blockwise, fixed_dim=0, cache_key=None):
     update_flat = called_update(update)  # called, not inlined: see called_update
@@ -249,7 +254,7 @@ def _make_block_loop(update, update_block, evaluate, blockwise, fixed_dim=0, cac
                 new, old = Gs[i, b], Gb[i, b]
                 Gb[i, b] = new if mask[b] else old
 
-    def run_block(args, X, G, F, state, hyper, controls, counters, lo, B, max_steps):
+    def run_block(args, X, G, F, state, hyper, controls, counters, lo, B, max_steps, stop):
         d = fixed_dim if fixed_dim > 0 else X.shape[1]
         n_state = state.shape[1]
         n_hyper = hyper.shape[1]
@@ -371,7 +376,8 @@ def _make_block_loop(update, update_block, evaluate, blockwise, fixed_dim=0, cac
         review = True
         while not raised:
             if review:
-                in_budget = steps < max_steps
+                # another start raised, or Ctrl-C: stop as at the end of a chunk of steps
+                in_budget = steps < max_steps and stop[0] == 0
                 n_active = 0
                 n_now_running = 0
                 iterations_left = np.inf
@@ -390,7 +396,8 @@ def _make_block_loop(update, update_block, evaluate, blockwise, fixed_dim=0, cac
                     step[b] += go  # the rule's step counter (torch's state["step"])
                     left = maxiter[b] - nit[b]
                     iterations_left = min(iterations_left, left if go else np.inf)
-                quiet_until = steps + iterations_left
+                # at most STOP_CHECK_STEPS quiet steps between reviews, which read ``stop``
+                quiet_until = steps + min(iterations_left, STOP_CHECK_STEPS)
                 if n_now_running < n_running:  # some lanes stopped: keep their state
                     n_running = n_now_running
                     for b in range(B):
@@ -521,14 +528,15 @@ def _make_block_loop(update, update_block, evaluate, blockwise, fixed_dim=0, cac
     def run_blocks(args, X, G, F, state, hyper, controls, counters, lanes, max_steps, stop,
                    first, end):
         """Blocks ``first`` to ``end - 1`` of ``lanes`` starts each (a thread's share); as
-        :func:`fastopt.loop.make_loop`'s ``run_batch``, stops early once ``stop[0]`` is set."""
+        :func:`fastopt.loop.make_loop`'s ``run_batch``, stops early once ``stop[0]`` is set,
+        which each block also reads at least every ``STOP_CHECK_STEPS`` steps."""
         n = X.shape[0]
         for k in range(first, end):
             if stop[0] != 0:
                 break
             lo = k * lanes
             run_block(args, X, G, F, state, hyper, controls, counters, lo, min(lanes, n - lo),
-                      max_steps)
+                      max_steps, stop)
             if counters[lo, RAISED] != 0:
                 stop[0] = 1
 

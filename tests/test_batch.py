@@ -410,10 +410,53 @@ def test_ctrl_c_stops_a_batch_within_a_task(threads):
     process = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, str(threads)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert process.stdout.readline().strip() == "ready"
-    time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=20)  # a task takes ms; all of them, minutes
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)  # a task takes ms; all of them, minutes
+    finally:
+        process.kill()  # not left running if the test fails
     assert process.returncode == 0, err[-2000:]
     word, n_ran = out.split()
     assert word == "interrupted" and 1 < int(n_ran) < 100_000
+
+
+CTRL_C_BATCH_SCRIPT = """
+import sys
+import numpy as np
+import fastopt
+from fastopt.functions import rosenbrock
+
+X0 = np.random.default_rng(0).uniform(-2, 2, size=(20_000, 2))
+kw = dict(method="adam", workers=int(sys.argv[1]), **rosenbrock.batch_kwargs(2))
+fastopt.minimize_batch(X0=X0, options={"maxiter": 2}, **kw)  # compile, or load the cache
+print("ready", flush=True)
+try:  # a block of starts runs until all its starts converge, some never do: for hours
+    fastopt.minimize_batch(X0=X0, options={"maxiter": 10**9, "gtol": 0.0}, **kw)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_stops_a_batch_inside_its_blocks():
+    # The block driver reads the stop flag at its reviews of the lanes, at least every
+    # STOP_CHECK_STEPS steps, not only between blocks.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-c", CTRL_C_BATCH_SCRIPT, "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()  # not left running for hours if the test fails
+    assert process.returncode == 0, err[-2000:]
+    assert out.split() == ["interrupted"]
