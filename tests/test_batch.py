@@ -399,26 +399,33 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_ctrl_c_stops_a_batch_within_a_task(threads):
+def _interrupted(script, *argv, timeout):
+    """Run ``script`` in a fresh interpreter, press Ctrl-C once it prints "ready", and return
+    what it prints after; the process is killed if it has not ended within ``timeout`` s."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    process = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, str(threads)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen([sys.executable, "-c", script, *argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert process.stdout.readline().strip() == "ready"
         time.sleep(0.5)
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=20)  # a task takes ms; all of them, minutes
+        out, err = process.communicate(timeout=timeout)
     finally:
-        process.kill()  # not left running if the test fails
+        process.kill()  # not left running (for hours) if the test fails
     assert process.returncode == 0, err[-2000:]
-    word, n_ran = out.split()
+    return out.split()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ctrl_c_stops_a_batch_within_a_task(threads):
+    # a task takes ms; all of them, minutes
+    word, n_ran = _interrupted(CTRL_C_SCRIPT, str(threads), timeout=20)
     assert word == "interrupted" and 1 < int(n_ran) < 100_000
 
 
@@ -442,21 +449,4 @@ except KeyboardInterrupt:
 def test_ctrl_c_stops_a_batch_inside_its_blocks():
     # The block driver reads the stop flag at its reviews of the lanes, at least every
     # STOP_CHECK_STEPS steps, not only between blocks.
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    process = subprocess.Popen([sys.executable, "-c", CTRL_C_BATCH_SCRIPT, "2"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert process.stdout.readline().strip() == "ready"
-        time.sleep(0.5)
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
-    finally:
-        process.kill()  # not left running for hours if the test fails
-    assert process.returncode == 0, err[-2000:]
-    assert out.split() == ["interrupted"]
+    assert _interrupted(CTRL_C_BATCH_SCRIPT, "2", timeout=30) == ["interrupted"]
