@@ -13,6 +13,7 @@ from . import _layout as L
 from . import status as st
 from .block import MAX_BLOCK_DIM, block_loop_for, lanes_for
 from .loop import batch_loop_for, make_loop
+from .objective import raise_where_it_raised
 
 
 def _call(fn, *args):
@@ -43,6 +44,7 @@ class Workspace:
             self.x_history = np.empty((n, 0, d))
             self.f_history = np.empty((n, 0))
         self.every = max(1, setup.history_every)
+        self.rows_per_task = 1  # starts a compiled task advances: a block's lanes, or 1
 
     def run_one(self, loop, args, max_steps, i=0):
         """Advance start ``i`` by at most ``max_steps`` iterations."""
@@ -64,7 +66,7 @@ class Workspace:
         ``portable`` False: never):
         an exception of the objective then only stopped its block or start, counted in
         ``counters[:, RAISED]``, and the batch: the caller raises it from Python at
-        :meth:`rows_that_raised` (:func:`fastopt.objective.raise_where_it_raised`), or
+        :meth:`raise_where_it_raised`, or
         reruns with ``portable=False``, where it propagates.
 
         First-order rules at d <= MAX_BLOCK_DIM run in lockstep blocks
@@ -78,7 +80,6 @@ class Workspace:
         blocked = (objective.compiled and setup.rule.update_block is not None
                    and not setup.history_every and d <= MAX_BLOCK_DIM)
         native = None
-        self.rows_per_task = 1
         if blocked:
             run, run_args, native = block_loop_for(setup.rule, objective, args, d, compile_with,
                                                    portable)
@@ -106,12 +107,15 @@ class Workspace:
         run_in_threads(lambda first, end: run(*launch_args, first, end), n_tasks, threads, stop)
         return native is not None  # ``native`` owns the code at run_args[0] until here
 
-    def rows_that_raised(self):
-        """Rows whose objective may have raised in a portable loop, each where it stopped:
-        a start counted in ``counters[:, RAISED]``, or every row of such a start's block."""
+    def raise_where_it_raised(self, fg):
+        """After a portable loop counted an exception of the objective (``counters[:,
+        RAISED]``), raise it: ``fg`` evaluated from Python where the run stopped, on the
+        start's row or every row of its block (see
+        :func:`fastopt.objective.raise_where_it_raised`). Returns if it does not raise."""
         n = self.X.shape[0]
-        return [row for first in np.flatnonzero(self.counters[:, L.RAISED])
+        rows = [row for first in np.flatnonzero(self.counters[:, L.RAISED])
                 for row in range(first, min(n, first + self.rows_per_task))]
+        raise_where_it_raised(fg, self.X[rows], self.controls[rows, L.FD_STEP])
 
     def history_rows(self, i):
         """Rows of start ``i``'s history that were filled (iterations 0, k, 2k, ...)."""
@@ -127,7 +131,7 @@ def check_workers(workers):
     return int(min(workers, numba.config.NUMBA_NUM_THREADS))
 
 
-def run_in_threads(run_range, n_tasks, threads, stop=None):
+def run_in_threads(run_range, n_tasks, threads, stop):
     """``run_range(first, end)`` over chunks of ``range(n_tasks)``, on ``threads`` threads.
 
     ``run_range`` is compiled code that releases the GIL (``nogil``), so the threads run
@@ -136,16 +140,13 @@ def run_in_threads(run_range, n_tasks, threads, stop=None):
     scheduling: a thread takes 1/(2 threads) of what is left), so threads finish within
     about one task of each other even when starts stop early.
 
-    ``stop`` is a 1-element array the compiled loops read before each task, and set
-    when an objective raised in a portable loop. It is set here as well when a chunk
-    raises (the user's objective, in a specialized loop), and on Ctrl-C: the threads
-    then stop within one task and take no new chunk, and the exception is raised here.
-    With ``stop`` the tasks run on helper threads while the caller's thread waits for
-    them, so that it can take the KeyboardInterrupt (compiled code does not).
+    ``stop`` is a 1-element array the compiled loops read (before each task, and a block
+    at its reviews of the lanes); they set it when an objective raised in a portable
+    loop. It is set here as well when a chunk raises (the user's objective, in a
+    specialized loop), and on Ctrl-C: the threads stop, take no new chunk, and the
+    exception is raised here. The tasks run on helper threads while the caller's thread
+    waits for them, so that it can take the KeyboardInterrupt (compiled code does not).
     """
-    if n_tasks <= 1 or (threads <= 1 and stop is None):
-        run_range(0, n_tasks)
-        return
     lock = threading.Lock()
     position = 0
     errors = []
@@ -154,7 +155,7 @@ def run_in_threads(run_range, n_tasks, threads, stop=None):
         nonlocal position
         with lock:
             first = position
-            if first >= n_tasks or errors or (stop is not None and stop[0]):
+            if first >= n_tasks or errors or stop[0]:
                 return None
             position = min(n_tasks, first + max(1, (n_tasks - first) // (2 * threads)))
             return first, position
@@ -166,16 +167,13 @@ def run_in_threads(run_range, n_tasks, threads, stop=None):
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 with lock:
                     errors.append(exc)
-                    if stop is not None:
-                        stop[0] = 1
+                    stop[0] = 1
                 return
 
-    n_helpers = max(1, threads) if stop is not None else threads - 1
-    helpers = [threading.Thread(target=work, daemon=True) for _ in range(n_helpers)]
+    helpers = [threading.Thread(target=work, daemon=True)
+               for _ in range(max(1, min(threads, n_tasks)))]
     for helper in helpers:
         helper.start()
-    if stop is None:
-        work()
     try:
         for helper in helpers:
             # in short waits: Ctrl-C may be delivered to a helper thread, which leaves a

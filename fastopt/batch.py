@@ -10,7 +10,7 @@ from . import status as st
 from ._setup import as_points, parse
 from ._workspace import Workspace, check_workers
 from .minimize import MAX_STEPS
-from .objective import prepare, raise_where_it_raised, run_with_fallback
+from .objective import prepare, run_with_fallback
 
 
 @dataclass
@@ -131,8 +131,7 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
         if portable and work.counters[:, L.RAISED].any():
             # the objective raised inside the portable loop: raise it from where it did,
             # else rerun where it propagates
-            rows = work.rows_that_raised()
-            raise_where_it_raised(form.fg, work.X[rows], work.controls[rows, L.FD_STEP])
+            work.raise_where_it_raised(form.fg)
             work = Workspace(as_points(starts, "X0", batch=True), setup)
             call.again()
             work.run_all(setup, form, args, MAX_STEPS, workers, compile_with=call, portable=False)

@@ -11,7 +11,7 @@ from . import status as st
 from ._setup import as_points, parse
 from ._workspace import Workspace
 from .loop import loop_for, make_loop
-from .objective import prepare, raise_where_it_raised, run_with_fallback
+from .objective import prepare, run_with_fallback
 
 MAX_STEPS = np.iinfo(np.int64).max
 
@@ -101,7 +101,7 @@ def _minimize(x0, setup, objective, args, callback, call):
         # rerun where it propagates (without the callback, which has seen these iterations).
         # Evaluated as the specialized loop evaluates it: the portable loop called the user's
         # functions as compiled, where 1/0 raises; their inlined copies give inf.
-        raise_where_it_raised(objective.fg, work.X[:1], work.controls[:1, L.FD_STEP])
+        work.raise_where_it_raised(objective.fg)
         loop = make_loop(setup.rule, objective, history, x0.size)
         call.again()
         work = _run(x0, setup, loop, args, None, call)

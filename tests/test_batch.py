@@ -367,7 +367,7 @@ def test_run_in_threads_runs_every_task_exactly_once(n_tasks, threads):
         with lock:
             runs[first:end] += 1
 
-    run_in_threads(run_range, n_tasks, threads)
+    run_in_threads(run_range, n_tasks, threads, np.zeros(1, dtype=np.int64))
     assert np.all(runs == 1)
 
 
