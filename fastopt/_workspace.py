@@ -140,12 +140,13 @@ def run_in_threads(run_range, n_tasks, threads, stop):
     scheduling: a thread takes 1/(2 threads) of what is left), so threads finish within
     about one task of each other even when starts stop early.
 
-    ``stop`` is a 1-element array the compiled loops read (before each task, and a block
-    at its reviews of the lanes); they set it when an objective raised in a portable
-    loop. It is set here as well when a chunk raises (the user's objective, in a
-    specialized loop), and on Ctrl-C: the threads stop, take no new chunk, and the
-    exception is raised here. The tasks run on helper threads while the caller's thread
-    waits for them, so that it can take the KeyboardInterrupt (compiled code does not).
+    ``stop`` is a 1-element array the compiled loops read (before each task, and inside
+    one at least every ``fastopt.loop.STOP_CHECK_STEPS`` iterations); they set it when an
+    objective raised in a portable loop. It is set here as well when a chunk raises (the
+    user's objective, in a specialized loop), and on Ctrl-C: the threads stop, take no new
+    chunk, and the exception is raised here once they have ended. The tasks run on helper
+    threads while the caller's thread waits for them, so that it can take the
+    KeyboardInterrupt (compiled code does not).
     """
     lock = threading.Lock()
     position = 0
@@ -160,31 +161,34 @@ def run_in_threads(run_range, n_tasks, threads, stop):
             position = min(n_tasks, first + max(1, (n_tasks - first) // (2 * threads)))
             return first, position
 
-    def work():
-        while (chunk := next_chunk()) is not None:
-            try:
+    def work(done):
+        try:
+            while (chunk := next_chunk()) is not None:
                 run_range(*chunk)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                with lock:
-                    errors.append(exc)
-                    stop[0] = 1
-                return
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            with lock:
+                errors.append(exc)
+                stop[0] = 1
+        finally:
+            done.set()
 
-    helpers = [threading.Thread(target=work, daemon=True)
-               for _ in range(max(1, min(threads, n_tasks)))]
-    for helper in helpers:
-        helper.start()
+    # Each helper sets its own event when it ends. Thread.join is not used: a join that
+    # Ctrl-C interrupts marks its thread as ended while it still runs (CPython 3.11's
+    # Thread._wait_for_tstate_lock), so a second join would return at once.
+    finished = [threading.Event() for _ in range(max(1, min(threads, n_tasks)))]
+    for done in finished:
+        threading.Thread(target=work, args=(done,), daemon=True).start()
     try:
-        for helper in helpers:
+        for done in finished:
             # in short waits: Ctrl-C may be delivered to a helper thread, which leaves a
             # wait without timeout blocked; the main thread raises it when a wait ends
-            while helper.is_alive():
-                helper.join(0.05)
+            while not done.wait(0.05):
+                pass
     except KeyboardInterrupt:
         with lock:
             stop[0] = 1
-        for helper in helpers:
-            helper.join()
+        for done in finished:
+            done.wait()
         raise
     if errors:
         raise errors[0]

@@ -65,7 +65,7 @@ from ._layout import (
     XTOL,
 )
 from .clipping import clip_by_norm, clip_by_value
-from .loop import called_update
+from .loop import STOP_CHECK_STEPS, called_update
 from .objective import call_block, calls_by_address, compile_native, native_caller
 from .schedules import scheduled_lr
 
@@ -226,11 +226,6 @@ def lanes_share_settings(hyper, controls, counters, lo, live, first):
             if controls[r, j] != controls[first, j]:
                 return False
     return True
-
-
-# A block reads the shared ``stop`` flag (another start raised, or Ctrl-C) at each review of
-# its lanes, and reviews at least this often: a few ms at most, far less than a long block.
-STOP_CHECK_STEPS = 4096
 
 
 @functools.lru_cache(maxsize=256)

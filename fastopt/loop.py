@@ -102,6 +102,10 @@ def record(x_history, f_history, every, nit, x, f):
 # From this dimension on, a first-order rule's update is called, not inlined (see make_loop).
 OUTLINE_UPDATE_DIM = 32
 
+# A batch's start (or block of starts) reads the shared ``stop`` flag (another start raised,
+# or Ctrl-C) at least this often: a few ms at small d, far less than a long start.
+STOP_CHECK_STEPS = 4096
+
 
 @kernel
 def call_fg_address(x, g, args, fd_step, counters):
@@ -320,14 +324,23 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False, cach
         """``run_start`` on rows ``first`` to ``end - 1`` of a batch (a thread's share).
 
         Stops early once ``stop[0]`` is set: by a start whose objective raised (here or in
-        another thread), or by the caller when another thread's call raised.
+        another thread), or by the caller when another thread's call raised or on Ctrl-C.
+        A start runs in chunks of ``STOP_CHECK_STEPS`` iterations, reading ``stop`` between
+        them; ``run_start`` resumes exactly where it stopped, so the chunks change no bit.
         """
         for i in range(first, end):
             if stop[0] != 0:
                 break
-            run_start(args, X[i], G[i], F[i:i + 1], state[i], hyper[i], controls[i], counters[i],
-                      X_prev[i], G_prev[i], hyper_t[i], x_history[i], f_history[i], every,
-                      max_steps)
+            steps_left = max_steps
+            while True:
+                chunk = min(steps_left, STOP_CHECK_STEPS)
+                run_start(args, X[i], G[i], F[i:i + 1], state[i], hyper[i], controls[i],
+                          counters[i], X_prev[i], G_prev[i], hyper_t[i], x_history[i],
+                          f_history[i], every, chunk)
+                steps_left -= chunk
+                if (steps_left == 0 or counters[i, STATUS] != st.RUNNING
+                        or counters[i, RAISED] != 0 or stop[0] != 0):
+                    break
             if counters[i, RAISED] != 0:
                 stop[0] = 1
 

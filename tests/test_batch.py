@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from ctrl_c import ENDLESS_RUN_SCRIPT, interrupted
 from problems import quadratic, quadratic_grad
 
 import fastopt
@@ -373,6 +374,7 @@ def test_run_in_threads_runs_every_task_exactly_once(n_tasks, threads):
 
 CTRL_C_SCRIPT = """
 import sys
+import time
 import numba
 import numpy as np
 from fastopt._workspace import run_in_threads
@@ -395,38 +397,18 @@ try:
     run_in_threads(lambda first, end: run_tasks(first, end, stop, ran), ran.size,
                    int(sys.argv[1]), stop)  # minutes of tasks
 except KeyboardInterrupt:
-    print("interrupted", np.count_nonzero(ran), flush=True)
+    n_ran = np.count_nonzero(ran)
+    time.sleep(0.1)  # a helper still running a task would add one
+    print("interrupted", n_ran, np.count_nonzero(ran), flush=True)
 """
-
-
-def _interrupted(script, *argv, timeout):
-    """Run ``script`` in a fresh interpreter, press Ctrl-C once it prints "ready", and return
-    what it prints after; the process is killed if it has not ended within ``timeout`` s."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    process = subprocess.Popen([sys.executable, "-c", script, *argv], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert process.stdout.readline().strip() == "ready"
-        time.sleep(0.5)
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=timeout)
-    finally:
-        process.kill()  # not left running (for hours) if the test fails
-    assert process.returncode == 0, err[-2000:]
-    return out.split()
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_ctrl_c_stops_a_batch_within_a_task(threads):
     # a task takes ms; all of them, minutes
-    word, n_ran = _interrupted(CTRL_C_SCRIPT, str(threads), timeout=20)
-    assert word == "interrupted" and 1 < int(n_ran) < 100_000
+    # and raises the KeyboardInterrupt once every helper thread has stopped
+    word, n_ran, n_ran_later = interrupted(CTRL_C_SCRIPT, str(threads), timeout=20)
+    assert word == "interrupted" and 1 < int(n_ran) == int(n_ran_later) < 100_000
 
 
 CTRL_C_BATCH_SCRIPT = """
@@ -449,4 +431,11 @@ except KeyboardInterrupt:
 def test_ctrl_c_stops_a_batch_inside_its_blocks():
     # The block driver reads the stop flag at its reviews of the lanes, at least every
     # STOP_CHECK_STEPS steps, not only between blocks.
-    assert _interrupted(CTRL_C_BATCH_SCRIPT, "2", timeout=30) == ["interrupted"]
+    assert interrupted(CTRL_C_BATCH_SCRIPT, "2", timeout=30) == ["interrupted"]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ctrl_c_stops_a_batch_inside_its_starts(threads):
+    # The per-start loop (d > 64) runs a start in chunks of STOP_CHECK_STEPS iterations and
+    # reads the stop flag between them, not only between starts.
+    assert interrupted(ENDLESS_RUN_SCRIPT, "batch", str(threads), timeout=30) == ["interrupted"]

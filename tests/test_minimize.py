@@ -8,6 +8,7 @@ import warnings
 import numba
 import numpy as np
 import pytest
+from ctrl_c import ENDLESS_RUN_SCRIPT, interrupted
 from problems import quadratic, quadratic_grad, quadratic_minimizer, undefined_for_positive_x
 from scipy.optimize import OptimizeResult, OptimizeWarning
 
@@ -378,3 +379,9 @@ def test_cli_main_job_prints_table(capsys):
     out = capsys.readouterr().out
     assert "best f" in out and "converged" in out and "100.0%" in out
     assert main(["--starts", "0"]) == 2
+
+
+def test_ctrl_c_stops_minimize():
+    # minimize runs its start in chunks of growing length; Python raises the
+    # KeyboardInterrupt when a chunk returns
+    assert interrupted(ENDLESS_RUN_SCRIPT, "minimize", timeout=30) == ["interrupted"]
