@@ -23,6 +23,8 @@ would reassociate sums, breaking bit-for-bit reproducibility.
 """
 
 import hashlib
+import os
+import sys
 import threading
 from pathlib import Path
 
@@ -98,3 +100,32 @@ def closure_driver(py_func, cache_key=None):
 # launch parallel kernels at once. The step API's parallel kernels hold this lock, so
 # concurrent calls from user threads queue up instead (each already uses every core).
 parallel_lock = threading.Lock()
+
+
+def parallel_kernels_usable():
+    """False in a process forked after its parent ran a parallel kernel on GNU OpenMP.
+
+    numba's "omp" threading layer on Linux is GNU OpenMP, which does not survive a
+    ``fork``: numba terminates a child that launches a parallel kernel ("fork() called
+    from a process already using GNU OpenMP"), and a ``multiprocessing`` pool (whose
+    default start method is fork on Linux before Python 3.14) then waits for it forever.
+    In such a child the step API runs its serial kernels instead, as torch does after a
+    fork; they give the same numbers.
+    """
+    return not _forked_after_gnu_openmp
+
+
+_forked_after_gnu_openmp = False
+
+
+def _after_fork_in_child():
+    global _forked_after_gnu_openmp
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # the parent never launched a parallel kernel
+        return
+    if layer == "omp" and sys.platform.startswith("linux"):
+        _forked_after_gnu_openmp = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -10,15 +10,16 @@
 State is an explicit NamedTuple of arrays (optax's style) with torch's state
 names; ``step`` is a 1-element int64 array. Each ``step`` is one compiled call
 (multithreaded for vectors of ``PARALLEL_THRESHOLD`` elements or more, with
-identical numerics). The kernels behind it (``fastopt.rules.adam_update``, ...)
-are callable from user ``@njit`` code too.
+identical numerics; serial in a process forked after its parent used GNU OpenMP, see
+:func:`fastopt._jit.parallel_kernels_usable`). The kernels behind it
+(``fastopt.rules.adam_update``, ...) are callable from user ``@njit`` code too.
 """
 
 from typing import NamedTuple
 
 import numpy as np
 
-from ._jit import parallel_lock
+from ._jit import parallel_kernels_usable, parallel_lock
 from .rules import RULES, adagrad, adam, rmsprop, sgd
 
 PARALLEL_THRESHOLD = 1 << 18
@@ -102,7 +103,7 @@ class Optimizer:
         if not isinstance(state, self._state_type):
             raise TypeError(f"state must be the {self._state_type.__name__} returned by "
                             f"init(); got {type(state).__name__}")
-        if p.size >= PARALLEL_THRESHOLD:
+        if p.size >= PARALLEL_THRESHOLD and parallel_kernels_usable():
             with parallel_lock:
                 self._apply(True, p, g, state)
         else:

@@ -192,6 +192,38 @@ def test_parallel_kernel_equals_serial_bit_for_bit(case, threads):
         assert_bitwise_equal(threaded[1][name], serial[1][name])
 
 
+FORKED_STEP_SCRIPT = """
+import multiprocessing
+import numpy as np
+import fastopt
+from fastopt.optimizers import PARALLEL_THRESHOLD
+
+def adam_steps(x):
+    opt = fastopt.Adam(lr=1e-3)
+    state = opt.init(x)
+    for _ in range(3):
+        opt.step(x, np.cos(3 * x), state)
+    return x
+
+x0 = np.linspace(-1, 1, PARALLEL_THRESHOLD)
+parent = adam_steps(x0.copy())  # a parallel kernel: numba launches its threading layer
+with multiprocessing.get_context("fork").Pool(1) as pool:
+    child = pool.apply_async(adam_steps, (x0.copy(),)).get(timeout=30)
+print("same" if np.array_equal(parent, child) else "different")
+"""
+
+
+def test_step_api_works_in_a_process_forked_after_a_parallel_step():
+    # With GNU OpenMP as numba's threading layer, a forked child that launches a parallel
+    # kernel is terminated and the pool waits forever: the child runs the serial kernel.
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FORKED_STEP_SCRIPT], capture_output=True,
+                         text=True, timeout=180)
+    assert out.stdout.split() == ["same"], out.stderr[-2000:]
+
+
 def test_amsgrad_max_propagates_nan_like_torch_maximum():
     # Regression: the kernel used Python's max(), which drops a NaN second argument, so
     # max_exp_avg_sq stayed finite after a NaN gradient while torch.maximum makes it NaN.
