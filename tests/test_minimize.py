@@ -37,6 +37,24 @@ def test_every_rule_reaches_quadratic_minimum(first_order):
     np.testing.assert_allclose(res.x, quadratic_minimizer(4), atol=1e-5)
 
 
+def assert_same_run(a, b):
+    for name in ("x", "jac", "fun", "nit", "nfev", "njev", "status"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_a_run_in_chunks_equals_one_resumed_every_iteration(first_order):
+    # minimize runs its start in chunks (2048 iterations at d = 4, then up to 16x longer);
+    # with a callback it returns to Python after every iteration: the bits agree.
+    method, options = first_order
+    kwargs = dict(jac=quadratic_grad, method=method,
+                  options={**options, "maxiter": 5000, "gtol": 0.0})
+    x0 = np.full(4, 30.0)  # far: the step-size-bound rules do not arrive in 5000 steps
+    chunked = fastopt.minimize(quadratic, x0, **kwargs)
+    stepped = fastopt.minimize(quadratic, x0, callback=lambda xk: None, **kwargs)
+    assert chunked.nit > 2048
+    assert_same_run(chunked, stepped)
+
+
 def test_every_rule_reaches_rosenbrock_minimum(first_order):
     method, options = first_order
     if method == "adagrad":

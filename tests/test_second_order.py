@@ -417,6 +417,23 @@ def test_gradient_descent_with_line_search(line_search):
     assert np.all(np.diff(values) <= 0.0)  # no step increases f
 
 
+@pytest.mark.parametrize("method, options", [
+    ("newton", {"damping": 1.0}), ("damped-newton", {}), ("bfgs", {}), ("lbfgs", {}),
+    ("gd", {"line_search": "armijo"})])
+def test_a_run_in_chunks_equals_one_resumed_every_iteration(method, options):
+    # At d = 200 minimize's first chunk is 40 iterations, the next 640; with a callback
+    # the loop returns to Python after every iteration. The rules' state (L-BFGS pairs,
+    # BFGS matrix, damping) lives in arrays, so every bit agrees.
+    x0 = np.tile([-1.2, 1.0], 100)
+    options = {**options, "maxiter": 100, "gtol": 0.0}
+    chunked = run(method, x0, ROSENBROCK, options=options)
+    stepped = run(method, x0, ROSENBROCK, options=options, callback=lambda xk: None)
+    assert chunked.nit > 40
+    for name in ("x", "jac", "fun", "nit", "nfev", "njev", "status"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(stepped, name),
+                                      err_msg=name)
+
+
 def test_lbfgs_history_size_option():
     x0 = [-1.2, 1.0] * 5
     results = {m: run("lbfgs", x0, ROSENBROCK, options={"m": m}) for m in (1, 3, 10, 30)}
