@@ -50,7 +50,7 @@ class AdamState(NamedTuple):
     max_exp_avg_sq: np.ndarray
 
 
-def _flat(array, name, size=None):
+def _flat(array, name, size=None, writeable=False):
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray (updated in place); got "
                         f"{type(array).__name__}")
@@ -58,17 +58,28 @@ def _flat(array, name, size=None):
         raise TypeError(f"{name} must have dtype float64; got {array.dtype}")
     if not array.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous")
+    if writeable and not array.flags.writeable:
+        raise ValueError(f"{name} must be writeable: step updates it in place")
     if size is not None and array.size != size:
         raise ValueError(f"{name} must have {size} elements like params; got {array.size}")
     return array.reshape(-1)
 
 
 class Optimizer:
-    """Base class: validated hyperparameters plus ``init`` and ``step``."""
+    """Base class: validated hyperparameters plus ``init`` and ``step``.
+
+    Hyperparameters are attributes (``opt.lr``); assigning one (``opt.lr = 1e-4``, as a
+    torch user sets ``param_groups[0]["lr"]``) validates it and takes effect at the next
+    ``step``. Options that change the state's buffers (``momentum`` from 0, ``amsgrad``,
+    ``centered``) need a new ``init``: ``step`` checks every buffer it will write.
+    """
 
     method = None  # name in fastopt.rules.RULES
 
     def __init__(self, **hyperparameters):
+        self._set_hyperparameters(hyperparameters)
+
+    def _set_hyperparameters(self, hyperparameters):
         rule = RULES[self.method]
         values = {}
         for name, value in hyperparameters.items():
@@ -79,8 +90,9 @@ class Optimizer:
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"{name} must be a real number; got {value!r}") from exc
         rule.validate(values)
-        self.hyperparameters = {k: (bool(v) if isinstance(rule.defaults[k], bool) else float(v))
-                                for k, v in hyperparameters.items()}
+        object.__setattr__(self, "hyperparameters", {
+            k: (bool(v) if isinstance(rule.defaults[k], bool) else float(v))
+            for k, v in hyperparameters.items()})
 
     def __getattr__(self, name):
         hyper = self.__dict__.get("hyperparameters", {})
@@ -88,26 +100,48 @@ class Optimizer:
             return hyper[name]
         raise AttributeError(name)
 
+    def __setattr__(self, name, value):
+        if name in self.hyperparameters:
+            self._set_hyperparameters({**self.hyperparameters, name: value})
+        elif isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)  # a property's setter (Adam.betas)
+        else:
+            raise AttributeError(f"{type(self).__name__} has no hyperparameter {name!r}; "
+                                 f"its hyperparameters: {', '.join(self.hyperparameters)}")
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
         return f"{type(self).__name__}({args})"
 
-    def _buffers(self, params, n):
-        flat = _flat(params, "params")
-        return flat, np.zeros((n, flat.size)), np.zeros(1, dtype=np.int64)
+    def _needed_buffers(self):
+        """The names of the state's buffers ``step`` writes, given the hyperparameters."""
+        raise NotImplementedError
 
     def step(self, params, grad, state):
         """Apply one update to ``params`` in place, given its gradient ``grad``."""
-        p = _flat(params, "params")
-        g = _flat(grad, "grad", p.size)
-        if not isinstance(state, self._state_type):
-            raise TypeError(f"state must be the {self._state_type.__name__} returned by "
-                            f"init(); got {type(state).__name__}")
+        p = _flat(params, "params", writeable=True)
+        if not isinstance(grad, np.ndarray) or grad.shape != params.shape:
+            raise ValueError(f"grad must be an array of the shape of params {params.shape}; "
+                             f"got {getattr(grad, 'shape', type(grad).__name__)}")
+        g = _flat(grad, "grad")
+        self._check_state(state, p.size)
         if p.size >= PARALLEL_THRESHOLD and parallel_kernels_usable():
             with parallel_lock:
                 self._apply(True, p, g, state)
         else:
             self._apply(False, p, g, state)
+
+    def _check_state(self, state, size):
+        if not isinstance(state, self._state_type):
+            raise TypeError(f"state must be the {self._state_type.__name__} returned by "
+                            f"init(); got {type(state).__name__}")
+        step = state.step
+        if not (isinstance(step, np.ndarray) and step.dtype == np.int64 and step.shape == (1,)
+                and step.flags.writeable):
+            raise ValueError("state.step must be a writeable int64 array of shape (1,), as "
+                             "init() returns it")
+        for name in self._needed_buffers():
+            _flat(getattr(state, name), f"state.{name}", size, writeable=True)
 
 
 class SGD(Optimizer):
@@ -130,6 +164,9 @@ class SGD(Optimizer):
         flat = _flat(params, "params")
         buf = np.zeros(flat.size) if self.momentum != 0 else _EMPTY
         return SGDState(np.zeros(1, dtype=np.int64), buf)
+
+    def _needed_buffers(self):
+        return ("momentum_buffer",) if self.momentum != 0 else ()
 
     def _apply(self, parallel, p, g, s):
         kernel = sgd.sgd_update_parallel if parallel else sgd.sgd_update
@@ -160,6 +197,9 @@ class Adagrad(Optimizer):
         return AdagradState(np.zeros(1, dtype=np.int64),
                             np.full(flat.size, self.initial_accumulator_value))
 
+    def _needed_buffers(self):
+        return ("sum",)
+
     def _apply(self, parallel, p, g, s):
         kernel = adagrad.adagrad_update_parallel if parallel else adagrad.adagrad_update
         h = self.hyperparameters
@@ -188,6 +228,10 @@ class RMSprop(Optimizer):
         return RMSpropState(np.zeros(1, dtype=np.int64), np.zeros(n),
                             np.zeros(n) if self.momentum > 0 else _EMPTY,
                             np.zeros(n) if self.centered else _EMPTY)
+
+    def _needed_buffers(self):
+        return (("square_avg",) + (("momentum_buffer",) if self.momentum > 0 else ())
+                + (("grad_avg",) if self.centered else ()))
 
     def _apply(self, parallel, p, g, s):
         kernel = rmsprop.rmsprop_update_parallel if parallel else rmsprop.rmsprop_update
@@ -218,6 +262,16 @@ class Adam(Optimizer):
     @property
     def betas(self):
         return (self.hyperparameters["beta1"], self.hyperparameters["beta2"])
+
+    @betas.setter
+    def betas(self, betas):
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"Invalid betas: {betas!r}; expected a pair (beta1, beta2)")
+        self._set_hyperparameters({**self.hyperparameters, "beta1": betas[0],
+                                   "beta2": betas[1]})
+
+    def _needed_buffers(self):
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
 
     def init(self, params):
         n = _flat(params, "params").size

@@ -424,8 +424,9 @@ def test_step_api_non_numeric_lr_names_the_argument(lr):
         (np.ones(3, dtype=np.float32), np.ones(3), TypeError, "params.*float64"),
         (np.ones(3, dtype=np.int64), np.ones(3), TypeError, "params.*float64"),
         ([1.0, 2.0, 3.0], np.ones(3), TypeError, "params.*numpy.ndarray"),
-        (np.ones(3), np.ones(4), ValueError, "grad.*3 elements"),
-        (np.ones(3), np.ones(2), ValueError, "grad.*3 elements"),
+        (np.ones(3), np.ones(4), ValueError, "grad.*shape of params"),
+        (np.ones(3), np.ones(2), ValueError, "grad.*shape of params"),
+        (np.ones(3), np.ones((3, 1)), ValueError, "grad.*shape of params"),
         (np.ones(3), np.ones(3, dtype=np.float32), TypeError, "grad.*float64"),
         (np.ones((3, 2)).T, np.ones(6), ValueError, "params.*C-contiguous"),
     ],
@@ -441,6 +442,60 @@ def test_step_api_wrong_state_type_is_rejected():
     x = np.ones(3)
     with pytest.raises(TypeError, match="state must be the AdamState"):
         fastopt.Adam().step(x, x.copy(), fastopt.SGD().init(x))
+
+
+@pytest.mark.parametrize(("make", "init_with", "match"), [
+    (lambda: fastopt.Adam(), lambda: fastopt.Adam().init(np.ones(4)), "state.exp_avg.*6"),
+    (lambda: fastopt.Adam(amsgrad=True), lambda: fastopt.Adam().init(np.ones(6)),
+     "state.max_exp_avg_sq.*6"),
+    (lambda: fastopt.SGD(momentum=0.9), lambda: fastopt.SGD().init(np.ones(6)),
+     "state.momentum_buffer.*6"),
+    (lambda: fastopt.RMSprop(centered=True), lambda: fastopt.RMSprop().init(np.ones(6)),
+     "state.grad_avg.*6"),
+    (lambda: fastopt.Adagrad(), lambda: fastopt.Adagrad().init(np.ones(7)), "state.sum.*6"),
+])
+def test_step_api_state_that_does_not_fit_params_is_rejected(make, init_with, match):
+    # The kernels do not check bounds: a smaller buffer used to be written past its end.
+    x = np.ones(6)
+    state = init_with()
+    with pytest.raises(ValueError, match=match):
+        make().step(x, np.ones(6), state)
+    assert np.all(x == 1.0) and state.step[0] == 0
+
+
+def test_step_api_read_only_arrays_are_rejected():
+    opt = fastopt.Adam()
+    x = np.ones(3)
+    state = opt.init(x)
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="params must be writeable"):
+        opt.step(frozen, np.ones(3), state)
+    state.exp_avg.flags.writeable = False
+    with pytest.raises(ValueError, match="state.exp_avg must be writeable"):
+        opt.step(x, np.ones(3), state)
+
+
+def test_step_api_hyperparameters_can_be_assigned():
+    # as a torch user sets param_groups[0]["lr"]: the next step uses the new value
+    x, y = np.linspace(-1, 1, 5), np.linspace(-1, 1, 5)
+    opt, ref = fastopt.Adam(lr=0.1), fastopt.Adam(lr=0.1)
+    state, ref_state = opt.init(x), ref.init(y)
+    opt.step(x, np.cos(x), state)
+    ref.step(y, np.cos(y), ref_state)
+    opt.lr, opt.betas = 0.01, (0.5, 0.6)
+    ref = fastopt.Adam(lr=0.01, betas=(0.5, 0.6))
+    opt.step(x, np.cos(x), state)
+    ref.step(y, np.cos(y), ref_state)
+    assert_same(x, y)
+    assert opt.lr == 0.01 and opt.betas == (0.5, 0.6)
+    with pytest.raises(ValueError, match="learning rate"):
+        opt.lr = -1.0
+    with pytest.raises(ValueError, match="betas"):
+        opt.betas = (1.5, 0.9)
+    assert opt.lr == 0.01 and opt.betas == (0.5, 0.6)  # a rejected value changes nothing
+    with pytest.raises(AttributeError, match="no hyperparameter 'learning_rate'"):
+        opt.learning_rate = 0.1
 
 
 # ----------------------------------------------------------------------------- equivalences

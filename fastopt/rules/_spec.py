@@ -60,7 +60,7 @@ def check_range(name, value, low, high=np.inf, low_inclusive=True, high_inclusiv
     ok &= (arr >= low) if low_inclusive else (arr > low)
     ok &= (arr <= high) if high_inclusive else (arr < high)
     if not np.all(ok):
-        bad = arr[~ok].flat[0] if arr.ndim else arr
+        bad = float(arr[~ok].flat[0] if arr.ndim else arr)
         lo = "[" if low_inclusive else "("
         hi = "]" if high_inclusive else ")"
         raise ValueError(f"Invalid {name}: {bad!r}; expected a value in {lo}{low}, {high}{hi}")
