@@ -32,6 +32,7 @@ from numba.extending import intrinsic, is_jitted, overload
 from ._jit import driver, inlined
 from ._layout import N_COUNTERS, NFEV, NHEV, NJEV
 from .rewrite import gradient_in_place
+from .snapshot import current_version
 
 CENTRAL, FORWARD, JAC, FUN_AND_JAC = "3-point", "2-point", "jac", "fun_and_jac"
 JAC_IN_PLACE = "jac_in_place"  # jac rewritten to write into g (fastopt.rewrite); not a user mode
@@ -662,6 +663,8 @@ def prepare(fun, x0, args, jac=None, hess=None, needs_hess=False):
         raise TypeError(f"hess must be callable or None; got {type(hess).__name__}")
     if not isinstance(args, tuple):
         args = (args,)
+    # plain Python functions: one object per value of the globals they read (see snapshot)
+    fun, jac_fun, hess = current_version(fun), current_version(jac_fun), current_version(hess)
     key = (fun, jac_fun, hess, mode, needs_hess, x0.size, _signature(args))
     try:
         validated = _VALIDATED.get(key)

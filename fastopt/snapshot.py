@@ -1,0 +1,105 @@
+"""Which version of a plain Python objective fastopt compiles: keyed by the values it reads.
+
+numba freezes the globals and closure variables a function reads into its compiled
+code, as constants, when it compiles it. fastopt compiles a user's function several
+times, at different moments (the check at the first call, the loop specialized for
+it at the second, a batch's evaluation of a block), and memoizes each by the function
+object. A global changed between two calls (``target = 5.0``, ``ydata[:] = new``) would
+then be seen by some of those and not by others, and a result computed with the old
+value returned as a success, where scipy, which calls the function in Python, sees
+the new one.
+
+:func:`current_version` stands a plain Python function in for itself *with the values
+it reads now*: one function object per (code, values). While they are unchanged it is
+the same object, so nothing is compiled again, and a new ``lambda`` with the same code
+and values reuses what the last one compiled. When any of them changed it is a new
+object, compiled afresh with the new values. Arrays are compared by content (a hash
+of their bytes), numbers by value; modules, functions and other objects by identity.
+
+Not covered: values read through an attribute (``config.target``) or an object, and
+values changed while a run is under way. ``@numba.njit`` functions are the user's own
+compiled code, with numba's rules, and are left as they are. Data that changes between
+calls is best passed through ``args=``: the compiled code is then reused for any value.
+"""
+
+import builtins
+import dis
+import functools
+import hashlib
+import types
+
+import numpy as np
+from numba.extending import is_jitted
+
+# Versions kept; past this many the table starts afresh (numba keeps compiled code anyway).
+MAX_VERSIONS = 1024
+_VERSIONS = {}  # (code, id(globals), values key) -> (version, globals)
+_MAX_ITEMS = 64  # items of a tuple or list keyed by value; a longer one by identity
+
+
+def current_version(func):
+    """The function object fastopt compiles for ``func`` as it reads its values now.
+
+    ``func`` itself if it is None, a numba dispatcher or not a plain Python function.
+    """
+    if func is None or is_jitted(func) or not isinstance(func, types.FunctionType):
+        return func
+    key = (func.__code__, id(func.__globals__), _values_key(func))
+    entry = _VERSIONS.get(key)
+    if entry is None:
+        if len(_VERSIONS) >= MAX_VERSIONS:
+            _VERSIONS.clear()
+        version = types.FunctionType(func.__code__, func.__globals__, func.__name__,
+                                     func.__defaults__, func.__closure__)
+        version.__kwdefaults__ = func.__kwdefaults__
+        version.__qualname__ = func.__qualname__
+        entry = _VERSIONS[key] = (version, func.__globals__)
+    return entry[0]
+
+
+def _values_key(func):
+    namespace = func.__globals__
+    missing = object()
+    values = []
+    for name in global_names(func.__code__):
+        value = namespace.get(name, missing)
+        if value is missing:
+            value = getattr(builtins, name, missing)
+        values.append(("missing",) if value is missing else _value_key(value))
+    cells = tuple(_cell_key(cell) for cell in func.__closure__ or ())
+    defaults = tuple(_value_key(value) for value in func.__defaults__ or ())
+    return tuple(values), cells, defaults
+
+
+@functools.lru_cache(maxsize=1024)
+def global_names(code):
+    """The global names ``code`` reads, its nested code (comprehensions, lambdas) included."""
+    names = {ins.argval for ins in dis.get_instructions(code)
+             if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(global_names(const))
+    return tuple(sorted(names))
+
+
+def _cell_key(cell):
+    try:
+        return _value_key(cell.cell_contents)
+    except ValueError:  # an empty cell
+        return ("empty",)
+
+
+def _value_key(value):
+    """A hashable key equal for equal values (arrays: same dtype, shape and bytes)."""
+    if isinstance(value, (types.ModuleType, type)) or callable(value):
+        return ("object", id(value))
+    if isinstance(value, np.ndarray):
+        if value.dtype.hasobject:
+            return ("object", id(value))
+        digest = hashlib.blake2b(np.ascontiguousarray(value), digest_size=16).digest()
+        return ("array", value.dtype.str, value.shape, digest)
+    if isinstance(value, (bool, int, float, complex, str, bytes, type(None), np.generic)):
+        return (type(value).__name__, repr(value))
+    if isinstance(value, (tuple, list)) and len(value) <= _MAX_ITEMS:
+        return (type(value).__name__, tuple(_value_key(item) for item in value))
+    return ("object", id(value))
