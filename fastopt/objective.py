@@ -76,6 +76,18 @@ def _store_vector_numba(out, value):
         def impl_scalar(out, value):
             out[0] = value
         return impl_scalar
+    if isinstance(value, numba.types.List):  # scipy accepts a list as a gradient
+        def impl_list(out, value):
+            for i in range(out.size):
+                out[i] = value[i]
+        return impl_list
+    if isinstance(value, numba.types.BaseTuple):  # or a tuple, of mixed number types too
+        def impl_tuple(out, value):
+            i = 0
+            for item in numba.literal_unroll(value):
+                out[i] = item
+                i += 1
+        return impl_tuple
     return None
 
 

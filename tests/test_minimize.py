@@ -403,3 +403,32 @@ def test_ctrl_c_stops_minimize():
     # minimize runs its start in chunks of growing length; Python raises the
     # KeyboardInterrupt when a chunk returns
     assert interrupted(ENDLESS_RUN_SCRIPT, "minimize", timeout=30) == ["interrupted"]
+
+
+def _bowl(x):
+    return (x[0] - 1.0) ** 2 + (x[1] + 2.0) ** 2
+
+
+@pytest.mark.parametrize("jac", [
+    lambda x: [2 * (x[0] - 1.0), 2 * (x[1] + 2.0)],
+    lambda x: (2 * (x[0] - 1.0), 2 * (x[1] + 2.0)),
+    lambda x: (0, 2 * (x[1] + 2.0)) if x[0] == 1.0 else (2 * (x[0] - 1.0), 2 * (x[1] + 2.0)),
+], ids=["list", "tuple", "mixed-tuple"])
+def test_a_gradient_returned_as_a_list_or_tuple_works_as_in_scipy(jac):
+    for method in ("adam", "bfgs"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # compiled: no PythonSpeedWarning
+            res = fastopt.minimize(_bowl, [0.0, 0.0], jac=jac, method=method,
+                                   options={"gtol": 1e-6})
+        assert res.success and res.jac.dtype == np.float64, (method, res.message)
+        np.testing.assert_allclose(res.x, [1.0, -2.0], atol=1e-5)
+
+
+def test_fun_returning_its_gradient_as_a_list_works_as_in_scipy():
+    def fun(x):
+        return (x[0] - 1.0) ** 2 + (x[1] + 2.0) ** 2, [2 * (x[0] - 1.0), 2 * (x[1] + 2.0)]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # compiled: no PythonSpeedWarning
+        res = fastopt.minimize(fun, [0.0, 0.0], jac=True, method="bfgs")
+    np.testing.assert_allclose(res.x, [1.0, -2.0], atol=1e-5)
