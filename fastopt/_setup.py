@@ -34,6 +34,8 @@ class Setup(NamedTuple):
 
 
 def get_rule(method):
+    if method is None:  # scipy's "pick the default"; fastopt's is Adam
+        method = "adam"
     if not isinstance(method, str):
         raise TypeError(f"method must be a string; got {type(method).__name__}")
     key = method.lower()
@@ -95,7 +97,10 @@ def parse(method, options, tol, d, n_starts=None):
     key = None
     if n_starts is None and (options is None or isinstance(options, dict)):
         try:
-            key = (method, tol, d, tuple(sorted((options or {}).items())))
+            # types too: 1 == 1.0 == True, but not every option takes each of them
+            key = (method, type(tol), tol, d,
+                   tuple((k, type(v), v) for k, v in sorted((options or {}).items(),
+                                                            key=lambda item: str(item[0]))))
             hash(key)
         except TypeError:
             key = None
@@ -210,6 +215,9 @@ def _history(options, maxiter, n, d):
                          "(keep every k-th iterate)")
     rows = maxiter // every + 1
     limit = options.get("history_max_bytes", HISTORY_MAX_BYTES)
+    if (not isinstance(limit, (int, float, np.integer, np.floating)) or isinstance(limit, bool)
+            or not limit > 0):
+        raise ValueError(f"Invalid history_max_bytes: {limit!r}; expected a number of bytes > 0")
     needed = n * rows * (d + 1) * 8
     if needed > limit:
         fitting = max(1, -(-n * (maxiter + 1) * (d + 1) * 8 // limit))

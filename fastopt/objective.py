@@ -673,6 +673,10 @@ def prepare(fun, x0, args, jac=None, hess=None, needs_hess=False):
     jac_fun = jac if mode == JAC else None
     if hess is not None and not callable(hess):
         raise TypeError(f"hess must be callable or None; got {type(hess).__name__}")
+    if hess is not None and not needs_hess:
+        warnings.warn("The method does not use Hessian information (hess).", RuntimeWarning,
+                      stacklevel=3)  # as scipy warns
+        hess = None
     if not isinstance(args, tuple):
         args = (args,)
     # plain Python functions: one object per value of the globals they read (see snapshot)

@@ -370,6 +370,30 @@ def test_unknown_option_warns_like_scipy():
                          options={"bogus": 1, "maxiter": 1})
 
 
+def test_hess_for_a_method_without_hessian_warns_like_scipy():
+    with pytest.warns(RuntimeWarning, match="does not use Hessian information"):
+        res = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="bfgs",
+                               hess=lambda x: np.eye(2), options={"maxiter": 1})
+    assert "nhev" not in res
+
+
+def test_method_none_is_the_default_method():
+    kwargs = dict(jac=quadratic_grad, options={"maxiter": 5})
+    res = fastopt.minimize(quadratic, np.zeros(2), method=None, **kwargs)
+    np.testing.assert_array_equal(res.x, fastopt.minimize(quadratic, np.zeros(2), **kwargs).x)
+
+
+def test_options_are_validated_whatever_was_cached():
+    # the memo of parsed options once took {"history": 1.0} for the {"history": 1} it had seen
+    kwargs = dict(jac=quadratic_grad)
+    fastopt.minimize(quadratic, np.zeros(2), options={"history": 1, "maxiter": 2}, **kwargs)
+    with pytest.raises(ValueError, match="Invalid history"):
+        fastopt.minimize(quadratic, np.zeros(2), options={"history": 1.0, "maxiter": 2}, **kwargs)
+    with pytest.raises(ValueError, match="Invalid history_max_bytes"):
+        fastopt.minimize(quadratic, np.zeros(2), **kwargs,
+                         options={"history": 1, "maxiter": 2, "history_max_bytes": "1 GiB"})
+
+
 def test_bounds_warn_like_scipy():
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
