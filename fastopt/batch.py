@@ -101,7 +101,8 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
         call). Batch history is bounded by ``history_max_bytes`` (1 GiB): asking
         for more raises a ValueError that says which thinning fits.
     workers : int, optional
-        Number of threads (default: all of numba's threads).
+        Number of threads (default: all of numba's threads; 1 if ``fun``, ``jac`` or
+        ``hess`` is compiled with ``parallel=True``, which uses every core itself).
 
     Returns
     -------
@@ -123,6 +124,10 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
     n, d = X0.shape
     setup = parse(method, options, tol, d, n_starts=n)
     objective, args = prepare(fun, X0[0], args, jac, hess, setup.rule.needs_hess)
+    if _launches_parallel_kernels(fun, jac, hess):
+        # A user's parallel=True function uses every core itself, and numba's "workqueue"
+        # threading layer aborts the process when two threads launch parallel code at once.
+        workers = 1
     work = Workspace(X0, setup)
 
     def run(form, call):
@@ -138,6 +143,12 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
 
     run_with_fallback(objective, run, lane_views=True)
     return _result(work, setup)
+
+
+def _launches_parallel_kernels(*functions):
+    """Whether any of the user's functions is a numba dispatcher compiled with parallel=True."""
+    return any(getattr(f, "targetoptions", {}).get("parallel") for f in functions
+               if f is not None and not isinstance(f, (bool, str)))
 
 
 def _result(work, setup):

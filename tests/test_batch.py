@@ -439,3 +439,39 @@ def test_ctrl_c_stops_a_batch_inside_its_starts(threads):
     # The per-start loop (d > 64) runs a start in chunks of STOP_CHECK_STEPS iterations and
     # reads the stop flag between them, not only between starts.
     assert interrupted(ENDLESS_RUN_SCRIPT, "batch", str(threads), timeout=30) == ["interrupted"]
+
+
+PARALLEL_OBJECTIVE_SCRIPT = """
+import numba
+import numpy as np
+import fastopt
+
+@numba.njit(parallel=True)
+def fun(x):
+    s = 0.0
+    for i in numba.prange(x.size):
+        s += (x[i] - 1.0) ** 2
+    return s
+
+@numba.njit
+def jac(x):
+    return 2.0 * (x - 1.0)
+
+X0 = np.random.default_rng(0).uniform(-2, 2, size=(40, 100))
+res = fastopt.minimize_batch(fun, X0, jac=jac, options={"lr": 0.1, "maxiter": 200}, workers=2)
+print(numba.threading_layer(), bool(np.all(np.abs(res.x - 1.0) < 1e-2)))
+"""
+
+
+def test_a_parallel_objective_runs_under_numbas_workqueue_threading_layer():
+    # workqueue aborts the process when two threads launch parallel code at once: a
+    # batch of a parallel=True objective runs its starts on one thread
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", PARALLEL_OBJECTIVE_SCRIPT], capture_output=True,
+                         text=True, timeout=300,
+                         env={**os.environ, "NUMBA_THREADING_LAYER": "workqueue"})
+    assert out.returncode == 0 and out.stdout.split() == ["workqueue", "True"], out.stderr[-2000:]
+
