@@ -24,12 +24,10 @@ calls is best passed through ``args=``: the compiled code is then reused for any
 
 import builtins
 import dis
-import functools
 import hashlib
 import types
 
 import numpy as np
-from numba.extending import is_jitted
 
 # Versions kept; past this many the table starts afresh (numba keeps compiled code anyway).
 MAX_VERSIONS = 1024
@@ -42,9 +40,11 @@ def current_version(func):
 
     ``func`` itself if it is None, a numba dispatcher or not a plain Python function.
     """
-    if func is None or is_jitted(func) or not isinstance(func, types.FunctionType):
+    if not isinstance(func, types.FunctionType):  # None, a numba dispatcher, a builtin, ...
         return func
-    key = (func.__code__, id(func.__globals__), _values_key(func))
+    # by identity (a code object hashes its bytecode: microseconds); the entry keeps the
+    # code and the globals alive, so their ids are not reused while it exists
+    key = (id(func.__code__), id(func.__globals__), _values_key(func))
     entry = _VERSIONS.get(key)
     if entry is None:
         if len(_VERSIONS) >= MAX_VERSIONS:
@@ -57,21 +57,34 @@ def current_version(func):
     return entry[0]
 
 
+_MISSING = object()
+
+
 def _values_key(func):
     namespace = func.__globals__
-    missing = object()
+    code = func.__code__
+    entry = _GLOBAL_NAMES.get(id(code))
+    if entry is None or entry[0] is not code:
+        if len(_GLOBAL_NAMES) >= MAX_VERSIONS:
+            _GLOBAL_NAMES.clear()
+        entry = _GLOBAL_NAMES[id(code)] = (code, global_names(code))
     values = []
-    for name in global_names(func.__code__):
-        value = namespace.get(name, missing)
-        if value is missing:
-            value = getattr(builtins, name, missing)
-        values.append(("missing",) if value is missing else _value_key(value))
-    cells = tuple(_cell_key(cell) for cell in func.__closure__ or ())
-    defaults = tuple(_value_key(value) for value in func.__defaults__ or ())
-    return tuple(values), cells, defaults
+    for name in entry[1]:
+        value = namespace.get(name, _MISSING)
+        if value is _MISSING:
+            value = getattr(builtins, name, _MISSING)
+        values.append(("missing",) if value is _MISSING else _value_key(value))
+    key = tuple(values)
+    if func.__closure__:
+        key += (tuple(_cell_key(cell) for cell in func.__closure__),)
+    if func.__defaults__:
+        key += (tuple(_value_key(value) for value in func.__defaults__),)
+    return key
 
 
-@functools.lru_cache(maxsize=1024)
+_GLOBAL_NAMES = {}  # id(code) -> (code, its global names)
+
+
 def global_names(code):
     """The global names ``code`` reads, its nested code (comprehensions, lambdas) included."""
     names = {ins.argval for ins in dis.get_instructions(code)
