@@ -99,8 +99,7 @@ def parse(method, options, tol, d, n_starts=None):
         try:
             # types too: 1 == 1.0 == True, but not every option takes each of them
             key = (method, type(tol), tol, d,
-                   tuple((k, type(v), v) for k, v in sorted((options or {}).items(),
-                                                            key=lambda item: str(item[0]))))
+                   tuple([(k, type(v), v) for k, v in sorted((options or {}).items())]))
             hash(key)
         except TypeError:
             key = None
