@@ -203,6 +203,10 @@ def _parse(method, options, tol, d, n_starts):
 
 def _history(options, maxiter, n, d):
     history = options.get("history", False)
+    limit = options.get("history_max_bytes", HISTORY_MAX_BYTES)
+    if (not isinstance(limit, (int, float, np.integer, np.floating)) or isinstance(limit, bool)
+            or not limit > 0):
+        raise ValueError(f"Invalid history_max_bytes: {limit!r}; expected a number of bytes > 0")
     if history is False or history is None or history == 0:
         return 0, 0
     if history is True:
@@ -213,10 +217,6 @@ def _history(options, maxiter, n, d):
         raise ValueError(f"Invalid history: {history!r}; expected True, False or an integer k > 0 "
                          "(keep every k-th iterate)")
     rows = maxiter // every + 1
-    limit = options.get("history_max_bytes", HISTORY_MAX_BYTES)
-    if (not isinstance(limit, (int, float, np.integer, np.floating)) or isinstance(limit, bool)
-            or not limit > 0):
-        raise ValueError(f"Invalid history_max_bytes: {limit!r}; expected a number of bytes > 0")
     needed = n * rows * (d + 1) * 8
     if needed > limit:
         fitting = max(1, -(-n * (maxiter + 1) * (d + 1) * 8 // limit))

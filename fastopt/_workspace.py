@@ -12,7 +12,7 @@ import numpy as np
 from . import _layout as L
 from . import status as st
 from .block import MAX_BLOCK_DIM, block_loop_for, lanes_for
-from .loop import batch_loop_for, make_loop
+from .loop import batch_loop_for, make_loop, stop_check_steps
 from .objective import raise_where_it_raised
 
 
@@ -99,7 +99,8 @@ class Workspace:
             n_tasks = n
             launch_args = (run_args, self.X, self.G, self.F, self.state, self.hyper,
                            self.controls, self.counters, self.X_prev, self.G_prev, self.hyper_t,
-                           self.x_history, self.f_history, self.every, max_steps)
+                           self.x_history, self.f_history, self.every, max_steps,
+                           stop_check_steps(setup.rule, d))
         stop = np.zeros(1, dtype=np.int64)  # set: no thread starts another task
         launch_args += (stop,)
         compile_with(run, *launch_args, 0, 0)  # compiles, in the caller's thread; runs nothing
@@ -141,7 +142,7 @@ def run_in_threads(run_range, n_tasks, threads, stop):
     about one task of each other even when starts stop early.
 
     ``stop`` is a 1-element array the compiled loops read (before each task, and inside
-    one at least every ``fastopt.loop.STOP_CHECK_STEPS`` iterations); they set it when an
+    one every few ms of work: see :func:`fastopt.loop.stop_check_steps`); they set it when an
     objective raised in a portable loop. It is set here as well when a chunk raises (the
     user's objective, in a specialized loop), and on Ctrl-C: the threads stop, take no new
     chunk, and the exception is raised here once they have ended. The tasks run on helper

@@ -10,7 +10,7 @@ from . import status as st
 from ._setup import as_points, parse
 from ._workspace import Workspace, check_workers
 from .minimize import MAX_STEPS
-from .objective import prepare, run_with_fallback
+from .objective import launches_parallel_code, prepare, run_with_fallback
 
 
 @dataclass
@@ -124,8 +124,8 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
     n, d = X0.shape
     setup = parse(method, options, tol, d, n_starts=n)
     objective, args = prepare(fun, X0[0], args, jac, hess, setup.rule.needs_hess)
-    if _launches_parallel_kernels(fun, jac, hess):
-        # A user's parallel=True function uses every core itself, and numba's "workqueue"
+    if launches_parallel_code(fun, jac, hess):
+        # A user's parallel=True code uses every core itself, and numba's "workqueue"
         # threading layer aborts the process when two threads launch parallel code at once.
         workers = 1
     work = Workspace(X0, setup)
@@ -143,12 +143,6 @@ def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=Non
 
     run_with_fallback(objective, run, lane_views=True)
     return _result(work, setup)
-
-
-def _launches_parallel_kernels(*functions):
-    """Whether any of the user's functions is a numba dispatcher compiled with parallel=True."""
-    return any(getattr(f, "targetoptions", {}).get("parallel") for f in functions
-               if f is not None and not isinstance(f, (bool, str)))
 
 
 def _result(work, setup):

@@ -105,6 +105,19 @@ OUTLINE_UPDATE_DIM = 32
 # A batch's start (or block of starts) reads the shared ``stop`` flag (another start raised,
 # or Ctrl-C) at least this often: a few ms at small d, far less than a long start.
 STOP_CHECK_STEPS = 4096
+# ... and a start of the per-start loop after about this much work (see stop_check_steps).
+STOP_CHECK_WORK = 2**20
+
+
+def stop_check_steps(rule, d):
+    """Iterations a start of the per-start batch loop runs between reads of ``stop``.
+
+    About ``STOP_CHECK_WORK`` operations: an iteration of a first-order rule costs ~d,
+    of a quasi-Newton or Newton rule ~d**2 or more, so that Ctrl-C is taken within a few
+    ms to tens of ms at any d (at most ``STOP_CHECK_STEPS``, at least 1).
+    """
+    work = d if rule.update is not None else d * d
+    return max(1, min(STOP_CHECK_STEPS, STOP_CHECK_WORK // work))
 
 
 @kernel
@@ -320,20 +333,21 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False, cach
         run_start = closure_driver(run_start, cache_key)
 
     def run_batch(args, X, G, F, state, hyper, controls, counters, X_prev, G_prev, hyper_t,
-                  x_history, f_history, every, max_steps, stop, first, end):
+                  x_history, f_history, every, max_steps, check_steps, stop, first, end):
         """``run_start`` on rows ``first`` to ``end - 1`` of a batch (a thread's share).
 
         Stops early once ``stop[0]`` is set: by a start whose objective raised (here or in
         another thread), or by the caller when another thread's call raised or on Ctrl-C.
-        A start runs in chunks of ``STOP_CHECK_STEPS`` iterations, reading ``stop`` between
-        them; ``run_start`` resumes exactly where it stopped, so the chunks change no bit.
+        A start runs in chunks of ``check_steps`` iterations (:func:`stop_check_steps`),
+        reading ``stop`` between them; ``run_start`` resumes exactly where it stopped, so
+        the chunks change no bit.
         """
         for i in range(first, end):
             if stop[0] != 0:
                 break
             steps_left = max_steps
             while True:
-                chunk = min(steps_left, STOP_CHECK_STEPS)
+                chunk = min(steps_left, check_steps)
                 run_start(args, X[i], G[i], F[i:i + 1], state[i], hyper[i], controls[i],
                           counters[i], X_prev[i], G_prev[i], hyper_t[i], x_history[i],
                           f_history[i], every, chunk)

@@ -19,6 +19,7 @@ source allows, rewritten to write into the loop's buffer (:mod:`fastopt.rewrite`
 """
 
 import functools
+import types
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -32,7 +33,7 @@ from numba.extending import intrinsic, is_jitted, overload
 from ._jit import driver, inlined
 from ._layout import N_COUNTERS, NFEV, NHEV, NJEV
 from .rewrite import gradient_in_place
-from .snapshot import current_version
+from .snapshot import current_version, global_names
 
 CENTRAL, FORWARD, JAC, FUN_AND_JAC = "3-point", "2-point", "jac", "fun_and_jac"
 JAC_IN_PLACE = "jac_in_place"  # jac rewritten to write into g (fastopt.rewrite); not a user mode
@@ -462,6 +463,33 @@ def _with_inlined_fg(plain, fun, jac, mode, n_args, returns):
                 mode, fun_inlined = INPLACE, inlined(in_place)
     fg = inlined(_make_fg(fun_inlined, jac_inlined, mode, n_args, returns))
     return plain._replace(fg=fg, plain=plain, lane_views=True)
+
+
+def launches_parallel_code(*functions, depth=4):
+    """Whether any of the user's functions is, or calls, a numba dispatcher compiled with
+    ``parallel=True``: itself, or a function it reads from its globals or closure, to
+    ``depth`` calls deep."""
+    seen = set()
+
+    def reaches(f, depth):
+        if f is None or id(f) in seen or depth < 0:
+            return False
+        seen.add(id(f))
+        options = getattr(f, "targetoptions", None)
+        if isinstance(options, dict) and options.get("parallel"):
+            return True
+        py_func = getattr(f, "py_func", f)
+        if not isinstance(py_func, types.FunctionType):
+            return False
+        values = [py_func.__globals__.get(name) for name in global_names(py_func.__code__)]
+        for cell in py_func.__closure__ or ():
+            try:
+                values.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                pass
+        return any(callable(v) and reaches(v, depth - 1) for v in values)
+
+    return any(reaches(f, depth) for f in functions if callable(f))
 
 
 def calls_by_address(objective, args):

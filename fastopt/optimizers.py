@@ -101,13 +101,10 @@ class Optimizer:
         raise AttributeError(name)
 
     def __setattr__(self, name, value):
-        if name in self.hyperparameters:
+        if name in self.__dict__.get("hyperparameters", ()):
             self._set_hyperparameters({**self.hyperparameters, name: value})
-        elif isinstance(getattr(type(self), name, None), property):
-            object.__setattr__(self, name, value)  # a property's setter (Adam.betas)
-        else:
-            raise AttributeError(f"{type(self).__name__} has no hyperparameter {name!r}; "
-                                 f"its hyperparameters: {', '.join(self.hyperparameters)}")
+        else:  # a property's setter (Adam.betas), or a subclass's own attribute
+            object.__setattr__(self, name, value)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())

@@ -457,15 +457,22 @@ def fun(x):
 def jac(x):
     return 2.0 * (x - 1.0)
 
+def plain_wrapper(x):
+    return fun(x)
+
+njit_wrapper = numba.njit(lambda x: fun(x))
+
 X0 = np.random.default_rng(0).uniform(-2, 2, size=(40, 100))
-res = fastopt.minimize_batch(fun, X0, jac=jac, options={"lr": 0.1, "maxiter": 200}, workers=2)
-print(numba.threading_layer(), bool(np.all(np.abs(res.x - 1.0) < 1e-2)))
+for objective in (fun, plain_wrapper, njit_wrapper):
+    res = fastopt.minimize_batch(objective, X0, jac=jac, options={"lr": 0.1, "maxiter": 200},
+                                 workers=2)
+    print(numba.threading_layer(), bool(np.all(np.abs(res.x - 1.0) < 1e-2)))
 """
 
 
 def test_a_parallel_objective_runs_under_numbas_workqueue_threading_layer():
     # workqueue aborts the process when two threads launch parallel code at once: a
-    # batch of a parallel=True objective runs its starts on one thread
+    # batch of a parallel=True objective, or of one that calls it, runs on one thread
     import os
     import subprocess
     import sys
@@ -473,5 +480,17 @@ def test_a_parallel_objective_runs_under_numbas_workqueue_threading_layer():
     out = subprocess.run([sys.executable, "-c", PARALLEL_OBJECTIVE_SCRIPT], capture_output=True,
                          text=True, timeout=300,
                          env={**os.environ, "NUMBA_THREADING_LAYER": "workqueue"})
-    assert out.returncode == 0 and out.stdout.split() == ["workqueue", "True"], out.stderr[-2000:]
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["workqueue", "True"] * 3
 
+
+
+def test_a_start_reads_the_stop_flag_after_a_bounded_amount_of_work():
+    # a fixed 4096 iterations between reads took 25 s to take a Ctrl-C at d = 1e6
+    from fastopt.loop import STOP_CHECK_STEPS, stop_check_steps
+    from fastopt.rules import RULES
+
+    adam, bfgs = RULES["adam"], RULES["bfgs"]
+    assert stop_check_steps(adam, 2) == stop_check_steps(bfgs, 2) == STOP_CHECK_STEPS
+    assert stop_check_steps(adam, 1000) == 1048 and stop_check_steps(bfgs, 100) == 104
+    assert stop_check_steps(adam, 10**6) == stop_check_steps(bfgs, 1000) == 1

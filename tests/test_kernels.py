@@ -494,8 +494,22 @@ def test_step_api_hyperparameters_can_be_assigned():
     with pytest.raises(ValueError, match="betas"):
         opt.betas = (1.5, 0.9)
     assert opt.lr == 0.01 and opt.betas == (0.5, 0.6)  # a rejected value changes nothing
-    with pytest.raises(AttributeError, match="no hyperparameter 'learning_rate'"):
-        opt.learning_rate = 0.1
+
+
+def test_step_api_subclasses_keep_their_own_attributes():
+    class CountingAdam(fastopt.Adam):
+        def __init__(self, **kwargs):
+            self.n_steps = 0  # before the hyperparameters exist
+            super().__init__(**kwargs)
+
+        def step(self, params, grad, state):
+            self.n_steps += 1
+            super().step(params, grad, state)
+
+    opt = CountingAdam(lr=0.1)
+    x = np.ones(3)
+    opt.step(x, np.ones(3), opt.init(x))
+    assert opt.n_steps == 1 and opt.lr == 0.1
 
 
 # ----------------------------------------------------------------------------- equivalences
