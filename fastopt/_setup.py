@@ -33,9 +33,12 @@ class Setup(NamedTuple):
     disp: bool
 
 
+DEFAULT_METHOD = "adam"  # minimize's and minimize_batch's ``method``
+
+
 def get_rule(method):
-    if method is None:  # scipy's "pick the default"; fastopt's is Adam
-        method = "adam"
+    if method is None:  # scipy's "pick the default"
+        method = DEFAULT_METHOD
     if not isinstance(method, str):
         raise TypeError(f"method must be a string; got {type(method).__name__}")
     key = method.lower()

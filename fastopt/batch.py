@@ -7,7 +7,7 @@ from scipy.optimize import OptimizeResult
 
 from . import _layout as L
 from . import status as st
-from ._setup import as_points, parse
+from ._setup import DEFAULT_METHOD, as_points, parse
 from ._workspace import Workspace, check_workers
 from .minimize import MAX_STEPS
 from .objective import launches_parallel_code, prepare, run_with_fallback
@@ -80,8 +80,8 @@ class BatchResult:
                 f"best fun={best.fun:.6g} at start {best.index})")
 
 
-def minimize_batch(fun, X0, args=(), method="adam", jac=None, hess=None, tol=None, options=None,
-                   workers=None):
+def minimize_batch(fun, X0, args=(), method=DEFAULT_METHOD, jac=None, hess=None, tol=None,
+                   options=None, workers=None):
     """Minimize ``fun`` from every row of ``X0`` independently, in parallel.
 
     Each start runs exactly the loop :func:`fastopt.minimize` runs for it (row

@@ -9,7 +9,7 @@ from scipy.optimize import OptimizeResult
 
 from . import _layout as L
 from . import status as st
-from ._setup import as_points, parse
+from ._setup import DEFAULT_METHOD, as_points, parse
 from ._workspace import Workspace
 from .loop import loop_for, make_loop
 from .objective import prepare, run_with_fallback
@@ -17,7 +17,7 @@ from .objective import prepare, run_with_fallback
 MAX_STEPS = np.iinfo(np.int64).max
 
 
-def minimize(fun, x0, args=(), method="adam", jac=None, hess=None, hessp=None, bounds=None,
+def minimize(fun, x0, args=(), method=DEFAULT_METHOD, jac=None, hess=None, hessp=None, bounds=None,
              constraints=(), tol=None, callback=None, options=None):
     """Minimize a scalar function of one or more variables, as ``scipy.optimize.minimize``.
 

@@ -33,7 +33,7 @@ from numba.extending import intrinsic, is_jitted, overload
 from ._jit import driver, inlined
 from ._layout import N_COUNTERS, NFEV, NHEV, NJEV
 from .rewrite import gradient_in_place
-from .snapshot import current_version, global_names
+from .snapshot import current_version, values_read
 
 CENTRAL, FORWARD, JAC, FUN_AND_JAC = "3-point", "2-point", "jac", "fun_and_jac"
 JAC_IN_PLACE = "jac_in_place"  # jac rewritten to write into g (fastopt.rewrite); not a user mode
@@ -481,13 +481,7 @@ def launches_parallel_code(*functions, depth=4):
         py_func = getattr(f, "py_func", f)
         if not isinstance(py_func, types.FunctionType):
             return False
-        values = [py_func.__globals__.get(name) for name in global_names(py_func.__code__)]
-        for cell in py_func.__closure__ or ():
-            try:
-                values.append(cell.cell_contents)
-            except ValueError:  # an empty cell
-                pass
-        return any(callable(v) and reaches(v, depth - 1) for v in values)
+        return any(callable(v) and reaches(v, depth - 1) for v in values_read(py_func))
 
     return any(reaches(f, depth) for f in functions if callable(f))
 

@@ -117,10 +117,10 @@ class Optimizer:
     def step(self, params, grad, state):
         """Apply one update to ``params`` in place, given its gradient ``grad``."""
         p = _flat(params, "params", writeable=True)
-        if not isinstance(grad, np.ndarray) or grad.shape != params.shape:
-            raise ValueError(f"grad must be an array of the shape of params {params.shape}; "
-                             f"got {getattr(grad, 'shape', type(grad).__name__)}")
         g = _flat(grad, "grad")
+        if grad.shape != params.shape:
+            raise ValueError(f"grad must have the shape of params {params.shape}; got "
+                             f"{grad.shape}")
         self._check_state(state, p.size)
         if p.size >= PARALLEL_THRESHOLD and parallel_kernels_usable():
             with parallel_lock:

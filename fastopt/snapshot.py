@@ -31,8 +31,10 @@ import numpy as np
 
 # Versions kept; past this many the table starts afresh (numba keeps compiled code anyway).
 MAX_VERSIONS = 1024
-_VERSIONS = {}  # (code, id(globals), values key) -> (version, globals)
+_VERSIONS = {}  # (id(code), id(globals), values key) -> version
+_GLOBAL_NAMES = {}  # id(code) -> (code, the global names it reads)
 _MAX_ITEMS = 64  # items of a tuple or list keyed by value; a longer one by identity
+MISSING = object()  # a global name bound nowhere, or an empty closure cell
 
 
 def current_version(func):
@@ -42,47 +44,45 @@ def current_version(func):
     """
     if not isinstance(func, types.FunctionType):  # None, a numba dispatcher, a builtin, ...
         return func
-    # by identity (a code object hashes its bytecode: microseconds); the entry keeps the
-    # code and the globals alive, so their ids are not reused while it exists
-    key = (id(func.__code__), id(func.__globals__), _values_key(func))
-    entry = _VERSIONS.get(key)
-    if entry is None:
+    # by identity (a code object hashes its bytecode: microseconds); the version keeps the
+    # code and the globals alive, so their ids are not reused while it is in the table
+    key = (id(func.__code__), id(func.__globals__),
+           tuple(_value_key(value) for value in values_read(func)))
+    version = _VERSIONS.get(key)
+    if version is None:
         if len(_VERSIONS) >= MAX_VERSIONS:
             _VERSIONS.clear()
         version = types.FunctionType(func.__code__, func.__globals__, func.__name__,
                                      func.__defaults__, func.__closure__)
         version.__kwdefaults__ = func.__kwdefaults__
         version.__qualname__ = func.__qualname__
-        entry = _VERSIONS[key] = (version, func.__globals__)
-    return entry[0]
+        _VERSIONS[key] = version
+    return version
 
 
-_MISSING = object()
-
-
-def _values_key(func):
-    namespace = func.__globals__
+def values_read(func):
+    """What the plain function ``func`` reads from outside, now: the values of the global
+    names its code loads (builtins included), of its closure cells, and its defaults, in
+    that order (their number is fixed by the code, but for the defaults); ``MISSING`` for
+    an unbound name or an empty cell."""
     code = func.__code__
     entry = _GLOBAL_NAMES.get(id(code))
     if entry is None or entry[0] is not code:
         if len(_GLOBAL_NAMES) >= MAX_VERSIONS:
             _GLOBAL_NAMES.clear()
         entry = _GLOBAL_NAMES[id(code)] = (code, global_names(code))
+    namespace = func.__globals__
     values = []
     for name in entry[1]:
-        value = namespace.get(name, _MISSING)
-        if value is _MISSING:
-            value = getattr(builtins, name, _MISSING)
-        values.append(("missing",) if value is _MISSING else _value_key(value))
-    key = tuple(values)
-    if func.__closure__:
-        key += (tuple(_cell_key(cell) for cell in func.__closure__),)
-    if func.__defaults__:
-        key += (tuple(_value_key(value) for value in func.__defaults__),)
-    return key
-
-
-_GLOBAL_NAMES = {}  # id(code) -> (code, its global names)
+        value = namespace.get(name, MISSING)
+        values.append(getattr(builtins, name, MISSING) if value is MISSING else value)
+    for cell in func.__closure__ or ():
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            values.append(MISSING)
+    values.extend(func.__defaults__ or ())
+    return values
 
 
 def global_names(code):
@@ -95,15 +95,10 @@ def global_names(code):
     return tuple(sorted(names))
 
 
-def _cell_key(cell):
-    try:
-        return _value_key(cell.cell_contents)
-    except ValueError:  # an empty cell
-        return ("empty",)
-
-
 def _value_key(value):
     """A hashable key equal for equal values (arrays: same dtype, shape and bytes)."""
+    if value is MISSING:
+        return ("missing",)
     if isinstance(value, (types.ModuleType, type)) or callable(value):
         return ("object", id(value))
     if isinstance(value, np.ndarray):
