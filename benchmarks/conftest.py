@@ -538,15 +538,33 @@ STEP_PEERS = {
 X0_2D = np.array([-1.2, 1.0])
 
 
-def prepare_minimize(objective, maxiter):
-    """``fastopt.minimize``: 2-D Adam on Rosenbrock for exactly ``maxiter`` iterations."""
+MINIMIZE_LOOPS = ("specialized", "portable")
+
+
+def prepare_minimize(objective, maxiter, loop="specialized"):
+    """``fastopt.minimize``: 2-D Adam on Rosenbrock for exactly ``maxiter`` iterations.
+
+    ``loop``: "specialized" times the loop compiled for the objective, which a long job
+    runs (fastopt compiles it once the objective has run ``SPECIALIZE_AFTER_SECONDS``);
+    "portable" the loop cached on disk, which a new objective's short calls run.
+    """
+    if loop not in MINIMIZE_LOOPS:
+        raise ValueError(f"loop must be one of {MINIMIZE_LOOPS}; got {loop!r}")
     kwargs = OBJECTIVES[objective]
     options = {"lr": LR, "maxiter": maxiter, "gtol": 0.0}
-    fastopt.minimize(x0=X0_2D, method="adam", options={**options, "maxiter": 1}, **kwargs)
+    # 0: specialized from the second call (the first, here, may run the portable loop)
+    after = 0.0 if loop == "specialized" else np.inf
 
     def run():
-        return fastopt.minimize(x0=X0_2D, method="adam", options=options, **kwargs)
+        default = fastopt.loop.SPECIALIZE_AFTER_SECONDS
+        fastopt.loop.SPECIALIZE_AFTER_SECONDS = after
+        try:
+            return fastopt.minimize(x0=X0_2D, method="adam", options=options, **kwargs)
+        finally:
+            fastopt.loop.SPECIALIZE_AFTER_SECONDS = default
 
+    run()
+    run()
     return run
 
 

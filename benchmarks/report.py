@@ -356,26 +356,33 @@ def section_minimize(S, targets):
     out(f"ns/iteration = (time(maxiter={maxiter:,}) − time(maxiter=1)) / {maxiter - 1:,}, "
         "each the best of many calls timed as timeit does (garbage collector off); "
         "call overhead = a whole warm call with maxiter=1 (one iteration, two evaluations).\n")
+    out("Loop: the one specialized for the objective (compiled once the objective has run "
+        "`fastopt.loop.SPECIALIZE_AFTER_SECONDS` in the portable loop: a long job's), and the "
+        "portable loop (cached on disk: a new objective's short calls). The issue's targets "
+        "are for the specialized loop.\n")
     rows, pending = [], []
     wait_for_quiet()
     with OtherLoad() as load:
-        for objective in W.OBJECTIVES:
-            many = W.prepare_minimize(objective, maxiter)
-            one = W.prepare_minimize(objective, 1)
-            t_one = best_of_many(one, seconds=2.0)
-            # no gc.collect() right before each run, as timeit: one just before costs the next
-            # 3 ms run ~0.4 ms (measured; 4 ns per iteration), the collection evicting its data
-            t_many = min(timed_result(many, collect=False)[0] for _ in range(20))
-            per_iter = (t_many - t_one) / (maxiter - 1)
-            rows.append((objective, fmt_time(t_many), f"{per_iter * 1e9:.1f}",
-                         f"{t_one * 1e6:.1f}"))
-            pending.append((f"minimize ns/iteration ({objective})", per_iter * 1e9, 30, True,
-                            "ns"))
-            pending.append((f"minimize warm call overhead ({objective})", t_one * 1e6, 20, True,
-                            "µs"))
+        for loop in W.MINIMIZE_LOOPS:
+            for objective in W.OBJECTIVES:
+                many = W.prepare_minimize(objective, maxiter, loop)
+                one = W.prepare_minimize(objective, 1, loop)
+                t_one = best_of_many(one, seconds=2.0)
+                # no gc.collect() right before each run, as timeit: one just before costs the
+                # next 3 ms run ~0.4 ms (measured; 4 ns per iteration), the collection evicting
+                # its data
+                t_many = min(timed_result(many, collect=False)[0] for _ in range(20))
+                per_iter = (t_many - t_one) / (maxiter - 1)
+                rows.append((objective, loop, fmt_time(t_many), f"{per_iter * 1e9:.1f}",
+                             f"{t_one * 1e6:.1f}"))
+                if loop == "specialized":
+                    pending.append((f"minimize ns/iteration ({objective})", per_iter * 1e9, 30,
+                                    True, "ns"))
+                    pending.append((f"minimize warm call overhead ({objective})", t_one * 1e6,
+                                    20, True, "µs"))
     for entry in pending:
         targets.add(*entry, load=load)
-    out(table(["objective", f"time, maxiter={maxiter:,}", "ns / iteration",
+    out(table(["objective", "loop", f"time, maxiter={maxiter:,}", "ns / iteration",
                "µs / call (maxiter=1)"], rows))
     out(load.line() + "\n")
 

@@ -163,36 +163,52 @@ def make_loop(rule, objective, history=False, d=1, portable=False):
                       (rule.name, bool(history), outline) if portable else None)
 
 
-# Uses of each objective by loop_for: the first runs the portable loop, later ones the
-# loop specialized for the objective (compiled then, as a JIT compiles a hot function).
-_USES = {}
+# A loop specialized for an objective inlines it: 2-D Adam on the built-in Rosenbrock costs
+# 29 ns an iteration there against 35-53 ns in the portable loop, and 39 against 62 ns with
+# a user's @njit fun and jac. But it costs 1-2 s to compile, the time of 20,000 or more
+# short calls. So, as a JIT compiles only hot code, a (rule, objective) pair is specialized
+# only once its portable runs have taken SPECIALIZE_AFTER_SECONDS in all: a script that
+# calls minimize a few times never pays the compile, a long job pays it once it has run
+# this long, when the compile costs at most about what the job has already run.
+SPECIALIZE_AFTER_SECONDS = 1.0
+# Seconds each (objective's fg, rule name) has run in the portable loop (see loop_for).
+_PORTABLE_SECONDS = {}
 
 
 def loop_for(rule, objective, args, history, d):
     """The loop for one start of ``objective``, and the ``args`` to pass it.
 
-    A new compiled objective without extra arguments, with a first-order rule, runs
-    the portable loop (cached on disk): its first call compiles only the objective's
-    :func:`~fastopt.objective.native_fg` (~0.1 s instead of ~1.3 s). From its second call
-    on, the loop specialized for it is compiled and used; it inlines the objective (2-D
-    Adam on the built-in Rosenbrock: 29 against 53 ns per iteration).
+    A compiled objective without extra arguments, with a first-order rule, runs the
+    portable loop (cached on disk): its first call compiles only the objective's
+    :func:`~fastopt.objective.native_fg` (~0.1 s instead of ~1.3 s). Once its calls
+    have run longer than ``SPECIALIZE_AFTER_SECONDS`` there (the caller reports each
+    run's time to :func:`record_portable_run`), the loop specialized for it is compiled
+    and used from the next call on. Both loops give the same bits.
     Returns ``(loop, loop_args, native)``: ``native`` is the
     :class:`~fastopt.objective.NativeFunction` the portable loop calls (keep it while
     the loop runs: it owns the code at the address), or None for any other loop.
     """
     if rule.update is not None and calls_by_address(objective, args):
         key = (objective.fg, rule.name)
-        uses = _USES.get(key, 0)
-        if len(_USES) > 4096:
-            _USES.clear()
-        _USES[key] = uses + 1
-        if uses == 0:
+        seconds = _PORTABLE_SECONDS.get(key, 0.0)
+        if seconds > SPECIALIZE_AFTER_SECONDS:
+            _PORTABLE_SECONDS[key] = np.inf  # specialized for good (its compile is paid)
+        else:  # a new pair has run 0 s: portable
             # the user's functions called as they are: inlined copies, or a rewritten
             # gradient, would cost compile time, which is what this loop saves
             plain = objective.plain or objective
             native = native_fg(plain.fg)
             return make_loop(rule, objective, history, d, portable=True), (native.address,), native
     return make_loop(rule, objective, history, d), args, None
+
+
+def record_portable_run(rule, objective, seconds):
+    """Count ``seconds`` more of ``objective`` run by ``rule`` in the portable loop
+    (the time of a whole ``minimize`` run there, Python callbacks included)."""
+    if len(_PORTABLE_SECONDS) > 4096:  # a bound on what the table keeps alive
+        _PORTABLE_SECONDS.clear()
+    key = (objective.fg, rule.name)
+    _PORTABLE_SECONDS[key] = _PORTABLE_SECONDS.get(key, 0.0) + seconds
 
 
 def batch_loop_for(rule, objective, args, history, d, compile_with, portable=True):

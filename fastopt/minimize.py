@@ -11,7 +11,7 @@ from . import _layout as L
 from . import status as st
 from ._setup import DEFAULT_METHOD, as_points, parse
 from ._workspace import Workspace
-from .loop import loop_for, make_loop
+from .loop import loop_for, make_loop, record_portable_run
 from .objective import prepare, run_with_fallback
 
 MAX_STEPS = np.iinfo(np.int64).max
@@ -95,8 +95,9 @@ def _minimize(x0, setup, objective, args, callback, call):
     history = setup.history_every > 0
     loop, loop_args, native = loop_for(setup.rule, objective, args, history, x0.size)
     if native is None:
-        return _run(x0, setup, loop, args, callback, call)
-    work = _run(x0, setup, loop, loop_args, callback, call)  # ``native`` owns loop_args[0]'s code
+        return _run(x0, setup, loop, args, callback, call)[0]
+    work, seconds = _run(x0, setup, loop, loop_args, callback, call)  # ``native`` owns its code
+    record_portable_run(setup.rule, objective, seconds)
     if work.counters[0, L.RAISED]:
         # the objective raised inside the portable loop: raise it from where it did, else
         # rerun where it propagates (without the callback, which has seen these iterations).
@@ -105,19 +106,21 @@ def _minimize(x0, setup, objective, args, callback, call):
         work.raise_where_it_raised(objective.fg)
         loop = make_loop(setup.rule, objective, history, x0.size)
         call.again()
-        work = _run(x0, setup, loop, args, None, call)
+        work = _run(x0, setup, loop, args, None, call)[0]
     return work
 
 
 def _run(x0, setup, loop, args, callback, call):
+    """Run the start from ``x0``: ``(work, seconds)``, the time it ran once compiled."""
     work = Workspace(x0[None, :].copy(), setup)
+    if callback is None and not _is_compiled(loop):
+        call(work.run_one, loop, args, 0)  # compiles; evaluates x0 only
+    started = time.perf_counter()
     if callback is None:
-        if not _is_compiled(loop):
-            call(work.run_one, loop, args, 0)  # compiles; evaluates x0 only
         _run_in_chunks(work, loop, args)
     else:
         _run_with_callback(work, loop, args, callback, call)
-    return work
+    return work, time.perf_counter() - started
 
 
 # The first chunk of a start's iterations (in coordinate-iterations: 4096 iterations at d = 2,

@@ -23,3 +23,16 @@ def first_order(request):
     return request.param
 
 
+
+
+@pytest.fixture
+def specialize_from_second_call(monkeypatch):
+    """``minimize`` compiles the loop specialized for an objective at its second call.
+
+    By default it does so only once the objective has run ``SPECIALIZE_AFTER_SECONDS``
+    in the portable loop; tests that compare the two loops ask for it at once.
+    """
+    import fastopt.loop
+
+    monkeypatch.setattr(fastopt.loop, "SPECIALIZE_AFTER_SECONDS", 0.0)
+    monkeypatch.setattr(fastopt.loop, "_PORTABLE_SECONDS", {})  # no pair specialized for good

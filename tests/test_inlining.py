@@ -46,7 +46,7 @@ def test_which_functions_are_inlined():
 
 
 @pytest.mark.parametrize("run", ["minimize", "minimize_batch"])
-def test_inlined_and_called_functions_give_the_same_bits(run):
+def test_inlined_and_called_functions_give_the_same_bits(run, specialize_from_second_call):
     if run == "minimize":
         # twice each: the first call runs the portable loop, the second the specialized one
         for _ in range(2):
@@ -177,7 +177,7 @@ def _reciprocal_plus_square_grad(x):
     return np.array([-1.0 / (x[0] * x[0]) + 2.0 * x[0]])
 
 
-def test_a_division_by_zero_ends_diverged_on_the_first_call_too():
+def test_a_division_by_zero_ends_diverged_on_the_first_call_too(specialize_from_second_call):
     # The user's functions as compiled (numba's Python error model) raise ZeroDivisionError,
     # and the first call's portable loop calls them so; fastopt's loops use inlined copies,
     # where 1/0 is inf and the start ends DIVERGED. Every call must agree.
@@ -212,7 +212,8 @@ def test_an_objective_for_contiguous_arrays_only_runs_on_copies_in_a_batch():
         assert res.nit[i] == single.nit
 
 
-def test_a_callback_raising_a_numba_error_is_not_taken_for_a_compile_failure():
+def test_a_callback_raising_a_numba_error_is_not_taken_for_a_compile_failure(
+        specialize_from_second_call):
     calls = []
 
     def callback(x):

@@ -1,5 +1,6 @@
 """fastopt.minimize: scipy's interface, statuses, the seeds' experiments, bad input."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -210,9 +211,9 @@ def test_python_function_numba_cannot_compile_still_works():
     np.testing.assert_allclose(res.x, 1.0, atol=1e-4)
 
 
-def test_second_call_does_not_recompile():
+def test_second_call_does_not_recompile(specialize_from_second_call):
     kwargs = dict(jac="inplace", method="adam", options={"lr": 0.01, "maxiter": 10})
-    # the first call may run the portable loop, the second compiles the specialized one
+    # the first call runs the portable loop, the second compiles the specialized one
     fastopt.minimize(rosenbrock.fg, np.zeros(2), **kwargs)
     fastopt.minimize(rosenbrock.fg, np.full(2, 0.5), **kwargs)
     from fastopt.loop import _make_loop
@@ -227,7 +228,8 @@ def test_second_call_does_not_recompile():
     assert len(run_start.signatures) == 1
 
 
-def test_first_call_runs_the_portable_loop_bit_identical_to_the_specialized_one():
+def test_first_call_runs_the_portable_loop_bit_identical_to_the_specialized_one(
+        specialize_from_second_call):
     # new dispatchers: nothing is compiled for them yet
     fun, jac = numba.njit(quadratic), numba.njit(quadratic_grad)
     kwargs = dict(jac=jac, method="adam", options={"lr": 1e-2, "maxiter": 500, "gtol": 0.0})
@@ -241,6 +243,38 @@ def test_first_call_runs_the_portable_loop_bit_identical_to_the_specialized_one(
     for key in ("fun", "nit", "nfev", "njev", "status"):
         assert first[key] == second[key], key
     assert first.nit == 500
+
+
+def test_the_specialized_loop_is_compiled_only_once_the_objective_is_hot(monkeypatch):
+    # Compiling the specialized loop costs ~1 s: short calls keep to the portable loop until
+    # they have run SPECIALIZE_AFTER_SECONDS there in all; from then on it is specialized.
+    fun = numba.njit(quadratic)
+    jac = numba.njit(quadratic_grad)
+    ran_portable = []
+
+    def spy(*args):
+        loop, loop_args, native = loop_for(*args)
+        ran_portable.append(native is not None)
+        return loop, loop_args, native
+
+    minimize_module = importlib.import_module("fastopt.minimize")  # fastopt.minimize: the function
+    loop_for = minimize_module.loop_for
+    monkeypatch.setattr(minimize_module, "loop_for", spy)
+    monkeypatch.setattr(fastopt.loop, "SPECIALIZE_AFTER_SECONDS", 1e-3)
+    monkeypatch.setattr(fastopt.loop, "_PORTABLE_SECONDS", {})  # what other tests ran
+    short = dict(jac=jac, method="adam", options={"lr": 1e-2, "maxiter": 10})
+    results = [fastopt.minimize(fun, [-1.2, 1.0, 3.0], **short) for _ in range(3)]
+    assert ran_portable == [True, True, True]
+    # ~30 ns an iteration: 10**5 iterations (far from converged) run longer than 1e-3 s
+    fastopt.minimize(fun, [-1.2, 1.0, 3.0], jac=jac, method="adam",
+                     options={"lr": 1e-7, "maxiter": 10**5, "gtol": 0.0})
+    results.append(fastopt.minimize(fun, [-1.2, 1.0, 3.0], **short))
+    monkeypatch.setattr(fastopt.loop, "SPECIALIZE_AFTER_SECONDS", 1e9)  # paid: stays specialized
+    results.append(fastopt.minimize(fun, [-1.2, 1.0, 3.0], **short))
+    assert ran_portable == [True, True, True, True, False, False]
+    for res in results[1:]:
+        np.testing.assert_array_equal(res.x, results[0].x)
+        assert res.nfev == results[0].nfev
 
 
 def _undefined_above_half(x):
