@@ -16,19 +16,29 @@ would reassociate sums, breaking bit-for-bit reproducibility.
   (generated code with no source file), so they are not cached on disk. Batches
   run them on Python threads (``nogil``; see ``fastopt._workspace.run_in_threads``),
   not in numba ``prange`` regions, whose compile costs ~3 s per new objective.
+* ``takes_functions`` -- a driver that takes the objective's compiled functions as
+  arguments (the line searches, the second-order rules): numba code calling it gets
+  a copy compiled for those functions, which calls them as constants, so the loops
+  around them can be cached on disk.
 * ``cached_closure`` -- a driver closure over fastopt's own kernels only (the
   portable loops of ``minimize`` and of the block driver, which take the address of
   the objective's compiled part), cached on disk under a key given explicitly (see
   :class:`ClosureCache`).
 """
 
+import ast
+import functools
 import hashlib
+import inspect
 import os
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
 import numba
+import numba.core.types
+import numba.extending
 from numba.core.caching import FunctionCache
 
 _COMMON = {"nogil": True, "error_model": "numpy"}
@@ -80,6 +90,67 @@ def unique_qualname(py_func, key):
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
     py_func.__qualname__ = f"{py_func.__qualname__}_{digest}"
     return py_func
+
+
+def takes_functions(*names):
+    """A driver whose arguments ``names`` are compiled functions: one copy per those functions.
+
+    Numba compiles a call ``search(fg, x, ...)`` from compiled code, where ``fg`` is a
+    dispatcher, by passing the address of the Python dispatcher object: a "dynamic
+    global", and numba refuses to cache a library that holds one. So a loop that hands
+    the objective to a line search could not be cached, and each new objective of
+    BFGS compiled its loop: ~6 s. Here the call from compiled code is an inlined stub
+    that calls the copy of the function for those very dispatchers: its source without
+    those parameters, compiled once per them with the dispatchers as globals, which
+    numba calls directly. (Inlining the function's body into such a copy instead
+    tripled the compile.)
+    From Python (an objective numba cannot compile) the function runs as written.
+    """
+    def decorate(py_func):
+        params = list(inspect.signature(py_func).parameters)
+        if not set(names) <= set(params):
+            raise ValueError(f"{py_func.__name__} has no parameters {names}")
+        rest = ", ".join(p for p in params if p not in names)
+        everything = ", ".join(params)
+        source = ast.parse(textwrap.dedent(inspect.getsource(py_func)))
+        definition = source.body[0]
+        definition.decorator_list = []
+        definition.args.args = [a for a in definition.args.args if a.arg not in names]
+        ast.increment_lineno(source, py_func.__code__.co_firstlineno - 1)
+        code = compile(source, py_func.__code__.co_filename, "exec")
+        copies = {}
+
+        def copy_for(dispatchers):
+            """``py_func`` without the parameters ``names``: globals bound to ``dispatchers``."""
+            if dispatchers not in copies:
+                namespace = {**py_func.__globals__, **dict(zip(names, dispatchers, strict=True))}
+                exec(code, namespace)
+                key = tuple(f"{d.py_func.__module__}.{d.py_func.__qualname__}"
+                            for d in dispatchers)
+                copy = unique_qualname(namespace[py_func.__name__],
+                                       (py_func.__module__, py_func.__qualname__, key))
+                copies[dispatchers] = driver(copy)
+            return copies[dispatchers]
+
+        def implementation(*function_types):
+            if not all(isinstance(t, numba.core.types.Dispatcher) for t in function_types):
+                return None
+            return make_impl(copy_for(tuple(t.dispatcher for t in function_types)))
+
+        def stub(*args):
+            return py_func(*args)
+
+        namespace = {"implementation": implementation}
+        exec(f"def typer({everything}):\n    return implementation({', '.join(names)})\n"
+             f"def make_impl(copy):\n    def impl({everything}):\n"
+             f"        return copy({rest})\n    return impl\n", namespace)
+        make_impl = namespace["make_impl"]
+        numba.extending.overload(stub, inline="always", jit_options=_COMMON)(namespace["typer"])
+        functools.update_wrapper(stub, py_func)
+        stub.py_func = py_func
+        return stub
+
+    return decorate
 
 
 def cached_closure(py_func, key):

@@ -41,18 +41,13 @@ for ~10 ns per L-BFGS iteration). :func:`dcstep`, :func:`armijo_trial_step` and
 import numpy as np
 from numba.extending import register_jitable
 
-from ._jit import kernel
+from ._jit import kernel, takes_functions
 from .linalg import dot
 
 NONE, STRONG_WOLFE, ARMIJO = 0, 1, 2  # controls[LINE_SEARCH]
 
 # Moré-Thuente constants (MINPACK-2 dcsrch)
 _P5, _P66, _XTRAPL, _XTRAPU = 0.5, 0.66, 1.1, 4.0
-
-
-def _jitable(fn):
-    """A search: compiled as a function of its own when called from numba code."""
-    return register_jitable(error_model="numpy", nogil=True)(fn)
 
 
 def _inlined_jitable(fn):
@@ -217,7 +212,7 @@ def accepts_first_trial(kind, f, dphi, f0, dphi0, stp, c1, c2):
     return True
 
 
-@_jitable
+@takes_functions("fg")
 def wolfe_search(fg, args, fd_step, counters, x, g, x0, p, f0, dphi0, stp, c1, c2, xtol,
                  stpmin, stpmax, maxfev):
     r"""Moré--Thuente line search for the strong Wolfe conditions; ``(f, alpha, ok)``.
@@ -260,7 +255,7 @@ def wolfe_search(fg, args, fd_step, counters, x, g, x0, p, f0, dphi0, stp, c1, c
                        xtol, stpmin, stpmax, maxfev)
 
 
-@_jitable
+@takes_functions("fg")
 def _wolfe_from(fg, args, fd_step, counters, x, g, x0, p, f0, dphi0, stp, f, dphi, c1, c2, xtol,
                 stpmin, stpmax, maxfev):
     """:func:`wolfe_search` from its first trial ``stp``, evaluated already (``f``, ``dphi``)."""
@@ -330,7 +325,7 @@ def _wolfe_from(fg, args, fd_step, counters, x, g, x0, p, f0, dphi0, stp, f, dph
     return f, stp, False
 
 
-@_jitable
+@takes_functions("fg")
 def armijo_search(fg, args, fd_step, counters, x, g, x0, p, f0, dphi0, stp, c1, maxfev):
     r"""Backtracking line search for :math:`\phi(\alpha) \le \phi(0) + c_1 \alpha \phi'(0)`.
 
@@ -343,7 +338,7 @@ def armijo_search(fg, args, fd_step, counters, x, g, x0, p, f0, dphi0, stp, c1, 
     return _armijo_from(fg, args, fd_step, counters, x, g, x0, p, f0, dphi0, stp, f, c1, maxfev)
 
 
-@_jitable
+@takes_functions("fg")
 def _armijo_from(fg, args, fd_step, counters, x, g, x0, p, f0, dphi0, stp, f, c1, maxfev):
     """:func:`armijo_search` from its first trial ``stp``, evaluated already (value ``f``)."""
     stp_prev = 0.0
@@ -367,7 +362,7 @@ def _armijo_from(fg, args, fd_step, counters, x, g, x0, p, f0, dphi0, stp, f, c1
     return f, stp, False
 
 
-@_jitable
+@takes_functions("fg")
 def search_from_trial(kind, fg, args, fd_step, counters, x, g, x0, p, f0, dphi0, stp, f, dphi,
                       c1, c2, xtol, stpmin, stpmax, maxfev):
     """The search ``kind`` (see :func:`line_search`) from its first trial, evaluated already.
@@ -384,7 +379,7 @@ def search_from_trial(kind, fg, args, fd_step, counters, x, g, x0, p, f0, dphi0,
     return f, stp, True
 
 
-@_jitable
+@takes_functions("fg")
 def line_search(kind, fg, args, fd_step, counters, x, g, x0, p, f0, dphi0, stp, c1, c2, xtol,
                 stpmin, stpmax, maxfev):
     """:func:`wolfe_search` (``kind`` 1) or :func:`armijo_search` (``kind`` 2).

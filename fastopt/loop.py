@@ -43,7 +43,7 @@ from ._layout import (
     XTOL,
 )
 from .clipping import clip_by_norm, clip_by_value
-from .objective import call_native_fg, calls_by_address, native_fg
+from .objective import _no_hess_compiled, call_native_fg, calls_by_address, native_fg
 from .schedules import scheduled_lr
 
 # The per-iteration checks below are boolean reductions: LLVM vectorizes them, while a
@@ -147,7 +147,7 @@ def make_loop(rule, objective, history=False, d=1, portable=False):
     ``history`` builds the variant that records iterates: the recording code,
     even never executed, costs a 2-D iteration ~20 ns, so the plain loop has none
     (closure variables are compile-time constants in numba).
-    ``portable`` builds, for a first-order rule, the loop that calls the objective
+    ``portable`` builds, for a rule that evaluates no Hessian, the loop that calls the objective
     through its address, passed as ``args = (native_fg(objective.fg).address,)``: it
     depends on no user code, so numba caches it on disk and a new objective starts
     without compiling a loop (see :func:`loop_for`).
@@ -157,10 +157,19 @@ def make_loop(rule, objective, history=False, d=1, portable=False):
     """
     step = rule.update if rule.update is not None else rule.advance
     outline = rule.update is not None and objective.compiled and d >= OUTLINE_UPDATE_DIM
+    if portable and rule.needs_hess:
+        raise ValueError(f"{rule.name} evaluates a Hessian: it has no portable loop")
     fg = call_fg_address if portable else objective.fg
-    return _make_loop(step, rule.update is not None, fg, objective.hess,
-                      objective.compiled, bool(history), outline,
+    hess = _no_hess_compiled if portable else objective.hess
+    return _make_loop(step, rule.update is not None, fg, hess, objective.compiled,
+                      bool(history), outline,
                       (rule.name, bool(history), outline) if portable else None)
+
+
+def has_portable_loop(rule, objective, args):
+    """Whether ``objective`` can run ``rule``'s portable loop: a rule that evaluates no
+    Hessian, and an objective the loop can call by address."""
+    return not rule.needs_hess and calls_by_address(objective, args)
 
 
 # A loop specialized for an objective inlines it: 2-D Adam on the built-in Rosenbrock costs
@@ -178,7 +187,7 @@ _PORTABLE_SECONDS = {}
 def loop_for(rule, objective, args, history, d):
     """The loop for one start of ``objective``, and the ``args`` to pass it.
 
-    A compiled objective without extra arguments, with a first-order rule, runs the
+    A compiled objective without extra arguments, with a rule that evaluates no Hessian, runs the
     portable loop (cached on disk): its first call compiles only the objective's
     :func:`~fastopt.objective.native_fg` (~0.1 s instead of ~1.3 s). Once its calls
     have run longer than ``SPECIALIZE_AFTER_SECONDS`` there (the caller reports each
@@ -188,7 +197,7 @@ def loop_for(rule, objective, args, history, d):
     :class:`~fastopt.objective.NativeFunction` the portable loop calls (keep it while
     the loop runs: it owns the code at the address), or None for any other loop.
     """
-    if rule.update is not None and calls_by_address(objective, args):
+    if has_portable_loop(rule, objective, args):
         key = (objective.fg, rule.name)
         seconds = _PORTABLE_SECONDS.get(key, 0.0)
         if seconds > SPECIALIZE_AFTER_SECONDS:
@@ -219,7 +228,7 @@ def batch_loop_for(rule, objective, args, history, d, compile_with, portable=Tru
     ``fg`` compiled alone by ``compile_with(native_fg, fg)`` (1.0-1.03 of the
     specialized loop's time at 100 x 1000, the same bits).
     """
-    if portable and rule.update is not None and calls_by_address(objective, args):
+    if portable and has_portable_loop(rule, objective, args):
         native = compile_with(native_fg, objective.fg)
         return make_loop(rule, objective, history, d, portable=True)[1], (native.address,), native
     return make_loop(rule, objective, history, d)[1], args, None

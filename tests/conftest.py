@@ -4,6 +4,8 @@ Numba compiles once per (rule, objective) pair, so tests reuse the few module-le
 objectives of ``problems.py`` instead of defining new ones.
 """
 
+import importlib
+
 import pytest
 
 # One table of first-order optimizers for every test: (method, options).
@@ -36,3 +38,20 @@ def specialize_from_second_call(monkeypatch):
 
     monkeypatch.setattr(fastopt.loop, "SPECIALIZE_AFTER_SECONDS", 0.0)
     monkeypatch.setattr(fastopt.loop, "_PORTABLE_SECONDS", {})  # no pair specialized for good
+
+
+@pytest.fixture
+def ran_portable(monkeypatch):
+    """The loops ``minimize`` runs, in order: True for the portable loop, False for the
+    one specialized for the objective."""
+    minimize_module = importlib.import_module("fastopt.minimize")  # fastopt.minimize: the function
+    loop_for = minimize_module.loop_for
+    ran = []
+
+    def spy(*args):
+        loop, loop_args, native = loop_for(*args)
+        ran.append(native is not None)
+        return loop, loop_args, native
+
+    monkeypatch.setattr(minimize_module, "loop_for", spy)
+    return ran

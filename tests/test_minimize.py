@@ -1,6 +1,5 @@
 """fastopt.minimize: scipy's interface, statuses, the seeds' experiments, bad input."""
 
-import importlib
 import os
 import subprocess
 import sys
@@ -245,21 +244,12 @@ def test_first_call_runs_the_portable_loop_bit_identical_to_the_specialized_one(
     assert first.nit == 500
 
 
-def test_the_specialized_loop_is_compiled_only_once_the_objective_is_hot(monkeypatch):
+def test_the_specialized_loop_is_compiled_only_once_the_objective_is_hot(monkeypatch,
+                                                                          ran_portable):
     # Compiling the specialized loop costs ~1 s: short calls keep to the portable loop until
     # they have run SPECIALIZE_AFTER_SECONDS there in all; from then on it is specialized.
     fun = numba.njit(quadratic)
     jac = numba.njit(quadratic_grad)
-    ran_portable = []
-
-    def spy(*args):
-        loop, loop_args, native = loop_for(*args)
-        ran_portable.append(native is not None)
-        return loop, loop_args, native
-
-    minimize_module = importlib.import_module("fastopt.minimize")  # fastopt.minimize: the function
-    loop_for = minimize_module.loop_for
-    monkeypatch.setattr(minimize_module, "loop_for", spy)
     monkeypatch.setattr(fastopt.loop, "SPECIALIZE_AFTER_SECONDS", 1e-3)
     monkeypatch.setattr(fastopt.loop, "_PORTABLE_SECONDS", {})  # what other tests ran
     short = dict(jac=jac, method="adam", options={"lr": 1e-2, "maxiter": 10})

@@ -589,6 +589,61 @@ def test_second_call_does_not_recompile():
     assert after.misses == before.misses and after.hits == before.hits + 1
 
 
+@pytest.mark.parametrize("method, options", [("bfgs", {}), ("lbfgs", {}),
+                                             ("gd", {"line_search": "armijo", "lr": 0.1})])
+def test_first_calls_run_the_portable_loop_bit_identical_to_the_specialized_one(
+        method, options, specialize_from_second_call, ran_portable):
+    # Without extra args, a rule without Hessian runs the portable loop (cached on disk:
+    # no compile for a new objective) until the loop specialized for the objective is.
+    x0 = [-1.2, 1.0, 0.5]
+    kwargs = dict(jac="inplace", method=method, options={**options, "maxiter": 200})
+    first = fastopt.minimize(rosenbrock.fg, x0, **kwargs)
+    second = fastopt.minimize(rosenbrock.fg, x0, **kwargs)
+    assert ran_portable == [True, False]
+    np.testing.assert_array_equal(first.x, second.x)
+    for key in ("fun", "nit", "nfev", "njev", "status"):
+        assert first[key] == second[key], key
+    assert first.nit > 10
+
+
+PORTABLE_CACHE_SCRIPT = """
+import numba
+import numpy as np
+import fastopt
+from fastopt.loop import make_loop
+from fastopt.objective import prepare
+from fastopt.rules import RULES
+
+@numba.njit
+def fun(x):
+    return ((x - 1.0) ** 2).sum()
+
+res = fastopt.minimize(fun, np.zeros(3), method="bfgs")
+run_start = make_loop(RULES["bfgs"], prepare(fun, np.zeros(3), ())[0], portable=True)[0]
+stats = run_start.stats
+print(res.status, sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+"""
+
+
+def test_a_new_objectives_first_bfgs_call_loads_its_loop_from_the_disk_cache(tmp_path):
+    # The portable BFGS loop calls line searches that take the objective as an argument:
+    # they must not embed the address of a Python object (numba then refuses to cache).
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", PORTABLE_CACHE_SCRIPT], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.split()
+
+    assert run() == ["0", "0", "1"]  # compiled, and saved
+    assert run() == ["0", "1", "0"]  # loaded
+
+
 # --- bad input and failures ----------------------------------------------------------
 def test_hessian_of_the_wrong_shape_is_reported():
     with pytest.raises(ValueError, match="hess must return an array of shape \\(2, 2\\)"):

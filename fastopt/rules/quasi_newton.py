@@ -46,7 +46,7 @@ optax: ``optax.lbfgs(memory_size=m)`` (with its zoom line search);
 import numpy as np
 
 from .. import status as st
-from .._jit import driver, inlined, kernel
+from .._jit import inlined, kernel, takes_functions
 from .._layout import FD_STEP, LINE_SEARCH, STATUS, STEP
 from ..linalg import bfgs_inverse_update, dot, lbfgs_new_pair, lbfgs_two_loop
 from ..linesearch import accepts_first_trial, line_search, search_from_trial, trial
@@ -83,7 +83,7 @@ def _bfgs_n_state(d, values):
     return d + 4 + -(-2 // d)
 
 
-@driver
+@takes_functions("fg", "hess")
 def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     """One BFGS iteration (see the module docstring); callable from ``@njit`` code."""
     d = x.size
@@ -251,7 +251,7 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
 
 # ---------------------------------------------------------------------------------
 # Gradient descent with a line search. state rows: 0: x_k; 1: g_k; 2: direction p.
-@driver
+@takes_functions("fg", "hess")
 def gd_line_search_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     """One steepest-descent iteration with a line search from the trial step ``lr``."""
     d = x.size
