@@ -45,6 +45,9 @@ except KeyboardInterrupt:
 def interrupted(script, *argv, timeout):
     """Run ``script`` in a fresh interpreter, press Ctrl-C once it prints "ready", and return
     what it prints after; the process is killed if it has not ended within ``timeout`` s."""
+    # Python takes SIGINT as KeyboardInterrupt only if SIGINT was not ignored when it
+    # started, and a shell starts background jobs (a CI run in the background) ignoring it
+    script = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n" + script
     process = subprocess.Popen([sys.executable, "-c", script, *argv], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
