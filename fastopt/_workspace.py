@@ -108,7 +108,7 @@ class Workspace:
         run_in_threads(lambda first, end: run(*launch_args, first, end), n_tasks, threads, stop)
         return native is not None  # ``native`` owns the code at run_args[0] until here
 
-    def raise_where_it_raised(self, fg):
+    def raise_where_it_raised(self, fg, hess=None):
         """After a portable loop counted an exception of the objective (``counters[:,
         RAISED]``), raise it: ``fg`` evaluated from Python where the run stopped, on the
         start's row or every row of its block (see
@@ -116,7 +116,7 @@ class Workspace:
         n = self.X.shape[0]
         rows = [row for first in np.flatnonzero(self.counters[:, L.RAISED])
                 for row in range(first, min(n, first + self.rows_per_task))]
-        raise_where_it_raised(fg, self.X[rows], self.controls[rows, L.FD_STEP])
+        raise_where_it_raised(fg, self.X[rows], self.controls[rows, L.FD_STEP], hess)
 
     def history_rows(self, i):
         """Rows of start ``i``'s history that were filled (iterations 0, k, 2k, ...)."""

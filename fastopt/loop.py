@@ -43,7 +43,13 @@ from ._layout import (
     XTOL,
 )
 from .clipping import clip_by_norm, clip_by_value
-from .objective import _no_hess_compiled, call_native_fg, calls_by_address, native_fg
+from .objective import (
+    _no_hess_compiled,
+    call_native_fg,
+    calls_by_address,
+    native_fg,
+    native_hess,
+)
 from .schedules import scheduled_lr
 
 # The per-iteration checks below are boolean reductions: LLVM vectorizes them, while a
@@ -136,6 +142,29 @@ def call_fg_address(x, g, args, fd_step, counters):
     return f
 
 
+@kernel
+def call_hess_address(x, H, args, fd_step, counters):
+    """The portable loop's Hessian: ``args[1]`` is a :func:`fastopt.objective.native_hess`
+    address. If it raises, ``H`` is NaN (the Newton rules stop there, ``x`` unmoved), and
+    the exception is counted as :func:`call_fg_address` counts the objective's."""
+    ok, _ = call_native_fg(args[1], (x, H, counters, x.size, fd_step))
+    if not ok:
+        counters[RAISED] += 1
+        H[:, :] = np.nan
+
+
+def portable_natives(rule, objective, compile_with=None):
+    """The compiled functions a portable loop of ``rule`` calls for ``objective``, and the
+    ``args`` to pass it: ``((native_fg, [native_hess]), (addresses...))``. Keep the first
+    while the loop runs: it owns the code at the addresses. ``compile_with(native_fg, fg)``
+    compiles (default: a plain call)."""
+    compile_with = compile_with or (lambda make, function: make(function))
+    natives = (compile_with(native_fg, objective.fg),)
+    if rule.needs_hess:
+        natives += (compile_with(native_hess, objective.hess),)
+    return natives, tuple(native.address for native in natives)
+
+
 def make_loop(rule, objective, history=False, d=1, portable=False):
     """Build ``(run_start, run_batch)`` for one rule and one objective.
 
@@ -147,29 +176,26 @@ def make_loop(rule, objective, history=False, d=1, portable=False):
     ``history`` builds the variant that records iterates: the recording code,
     even never executed, costs a 2-D iteration ~20 ns, so the plain loop has none
     (closure variables are compile-time constants in numba).
-    ``portable`` builds, for a rule that evaluates no Hessian, the loop that calls the objective
-    through its address, passed as ``args = (native_fg(objective.fg).address,)``: it
-    depends on no user code, so numba caches it on disk and a new objective starts
-    without compiling a loop (see :func:`loop_for`).
+    ``portable`` builds the loop that calls the objective (and a Newton rule's Hessian)
+    through its address, passed as ``args`` (see :func:`portable_natives`): it depends on
+    no user code, so numba caches it on disk and a new objective starts without
+    compiling a loop (see :func:`loop_for`).
     Memoized: the second call with the same rule and objective compiles nothing.
     In Python mode (an objective numba cannot compile) the same code runs
     uncompiled, calling the compiled kernels.
     """
     step = rule.update if rule.update is not None else rule.advance
     outline = rule.update is not None and objective.compiled and d >= OUTLINE_UPDATE_DIM
-    if portable and rule.needs_hess:
-        raise ValueError(f"{rule.name} evaluates a Hessian: it has no portable loop")
     fg = call_fg_address if portable else objective.fg
-    hess = _no_hess_compiled if portable else objective.hess
+    if portable:
+        hess = call_hess_address if rule.needs_hess else _no_hess_compiled
+    else:
+        hess = objective.hess
     return _make_loop(step, rule.update is not None, fg, hess, objective.compiled,
                       bool(history), outline,
                       (rule.name, bool(history), outline) if portable else None)
 
 
-def has_portable_loop(rule, objective, args):
-    """Whether ``objective`` can run ``rule``'s portable loop: a rule that evaluates no
-    Hessian, and an objective the loop can call by address."""
-    return not rule.needs_hess and calls_by_address(objective, args)
 
 
 # A loop specialized for an objective inlines it: 2-D Adam on the built-in Rosenbrock costs
@@ -187,17 +213,18 @@ _PORTABLE_SECONDS = {}
 def loop_for(rule, objective, args, history, d):
     """The loop for one start of ``objective``, and the ``args`` to pass it.
 
-    A compiled objective without extra arguments, with a rule that evaluates no Hessian, runs the
-    portable loop (cached on disk): its first call compiles only the objective's
-    :func:`~fastopt.objective.native_fg` (~0.1 s instead of ~1.3 s). Once its calls
+    A compiled objective without extra arguments runs the portable loop (cached on
+    disk): its first call compiles only the objective's
+    :func:`~fastopt.objective.native_fg` (and :func:`~fastopt.objective.native_hess`),
+    ~0.1 s instead of 1-6 s for the loop specialized for it. Once its calls
     have run longer than ``SPECIALIZE_AFTER_SECONDS`` there (the caller reports each
     run's time to :func:`record_portable_run`), the loop specialized for it is compiled
     and used from the next call on. Both loops give the same bits.
-    Returns ``(loop, loop_args, native)``: ``native`` is the
-    :class:`~fastopt.objective.NativeFunction` the portable loop calls (keep it while
-    the loop runs: it owns the code at the address), or None for any other loop.
+    Returns ``(loop, loop_args, natives)``: ``natives`` are the
+    :class:`~fastopt.objective.NativeFunction` the portable loop calls (keep them while
+    the loop runs: they own the code at the addresses), or None for any other loop.
     """
-    if has_portable_loop(rule, objective, args):
+    if calls_by_address(objective, args):
         key = (objective.fg, rule.name)
         seconds = _PORTABLE_SECONDS.get(key, 0.0)
         if seconds > SPECIALIZE_AFTER_SECONDS:
@@ -205,9 +232,8 @@ def loop_for(rule, objective, args, history, d):
         else:  # a new pair has run 0 s: portable
             # the user's functions called as they are: inlined copies, or a rewritten
             # gradient, would cost compile time, which is what this loop saves
-            plain = objective.plain or objective
-            native = native_fg(plain.fg)
-            return make_loop(rule, objective, history, d, portable=True), (native.address,), native
+            natives, addresses = portable_natives(rule, objective.plain or objective)
+            return make_loop(rule, objective, history, d, portable=True), addresses, natives
     return make_loop(rule, objective, history, d), args, None
 
 
@@ -223,14 +249,14 @@ def record_portable_run(rule, objective, seconds):
 def batch_loop_for(rule, objective, args, history, d, compile_with, portable=True):
     """``(run_batch, run_args, native)`` for a batch of ``objective``, one start per task.
 
-    As :func:`fastopt.block.block_loop_for`: a first-order rule without extra ``args``
-    runs the portable loop (``portable`` False asks for the specialized one), its
-    ``fg`` compiled alone by ``compile_with(native_fg, fg)`` (1.0-1.03 of the
+    As :func:`fastopt.block.block_loop_for`: an objective without extra ``args`` runs
+    the portable loop (``portable`` False asks for the specialized one), its ``fg``
+    compiled alone by ``compile_with(native_fg, fg)`` (1.0-1.03 of the
     specialized loop's time at 100 x 1000, the same bits).
     """
-    if portable and has_portable_loop(rule, objective, args):
-        native = compile_with(native_fg, objective.fg)
-        return make_loop(rule, objective, history, d, portable=True)[1], (native.address,), native
+    if portable and calls_by_address(objective, args):
+        natives, addresses = portable_natives(rule, objective, compile_with)
+        return make_loop(rule, objective, history, d, portable=True)[1], addresses, natives
     return make_loop(rule, objective, history, d)[1], args, None
 
 

@@ -103,7 +103,8 @@ def _minimize(x0, setup, objective, args, callback, call):
         # rerun where it propagates (without the callback, which has seen these iterations).
         # Evaluated as the specialized loop evaluates it: the portable loop called the user's
         # functions as compiled, where 1/0 raises; their inlined copies give inf.
-        work.raise_where_it_raised(objective.fg)
+        work.raise_where_it_raised(objective.fg,
+                                   objective.hess if setup.rule.needs_hess else None)
         loop = make_loop(setup.rule, objective, history, x0.size)
         call.again()
         work = _run(x0, setup, loop, args, None, call)[0]

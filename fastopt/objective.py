@@ -588,7 +588,22 @@ def native_fg(fg):
     return compile_native(fg_native, NATIVE_FG_ARGUMENTS)
 
 
-def raise_where_it_raised(fg, points, fd_steps):
+@functools.lru_cache(maxsize=256)
+def native_hess(hess):
+    """``hess`` (of an objective without extra ``args``) as a :class:`NativeFunction` of
+    the same type as :func:`native_fg`'s: ``(x, H, counters, d, fd_step) -> 0.0``, ``H``
+    a pointer to the C-contiguous (d, d) Hessian it writes."""
+    def hess_native(x_ptr, h_ptr, counters_ptr, d, fd_step):
+        x = numba.carray(x_ptr, (d,))
+        H = numba.carray(h_ptr, (d, d))
+        counters = numba.carray(counters_ptr, (N_COUNTERS,))
+        hess(x, H, (), fd_step, counters)
+        return 0.0
+
+    return compile_native(hess_native, NATIVE_FG_ARGUMENTS)
+
+
+def raise_where_it_raised(fg, points, fd_steps, hess=None):
     """Evaluate ``fg`` from Python at ``points``, where a portable loop's call raised.
 
     A call by address (:func:`native_caller`) learns that the objective raised, not
@@ -599,12 +614,16 @@ def raise_where_it_raised(fg, points, fd_steps):
     the objective, where it would propagate too). Returns if no point raises (an
     objective whose exceptions depend on more than ``x``), or if ``fg`` does not compile
     on its own: the caller then reruns in that specialized loop. ``fg`` is the form that
-    loop evaluates, so an error this raises is one the rerun would raise.
+    loop evaluates, so an error this raises is one the rerun would raise. ``hess``: the
+    Hessian a Newton rule's portable loop evaluated too, called after ``fg`` at each point.
     """
     counters = np.zeros(N_COUNTERS, dtype=np.int64)
     for x, fd_step in zip(points, fd_steps, strict=True):
         try:
             fg(np.array(x, dtype=np.float64), np.empty(len(x)), (), float(fd_step), counters)
+            if hess is not None:
+                hess(np.array(x, dtype=np.float64), np.empty((len(x), len(x))), (),
+                     float(fd_step), counters)
         except NumbaError:  # numba's, compiling fg: the user's functions never raise these
             return
 

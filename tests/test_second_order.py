@@ -606,6 +606,35 @@ def test_first_calls_run_the_portable_loop_bit_identical_to_the_specialized_one(
     assert first.nit > 10
 
 
+def _hessian_undefined_for_x0_above_one(x):
+    if x[0] > 1.0:
+        raise ValueError("hessian undefined above 1")
+    return np.array([[2.0]])
+
+
+@pytest.mark.parametrize("run_in", ["minimize", "minimize_batch"])
+def test_a_hessian_raising_in_the_portable_loop_is_raised_with_its_message(run_in,
+                                                                           ran_portable):
+    # The portable Newton loop calls hess by address too: an exception stops the start,
+    # and hess is called from Python where it raised, so it propagates as the user wrote it.
+    hess = numba.njit(_hessian_undefined_for_x0_above_one)
+    kwargs = dict(jac="inplace", hess=hess, method="damped-newton", options={"damping": 10.0})
+    with pytest.raises(ValueError, match="hessian undefined above 1"):
+        if run_in == "minimize":
+            fastopt.minimize(shifted_square_fg, [-3.0], **kwargs)
+        else:
+            fastopt.minimize_batch(shifted_square_fg, [[-3.0], [-2.0]], **kwargs)
+    if run_in == "minimize":
+        assert ran_portable == [True]  # raised from the portable run: no specialized loop
+
+
+@numba.njit
+def shifted_square_fg(x, g):
+    """(x - 2)^2 in place: its minimum lies where the Hessian above is undefined."""
+    g[0] = 2.0 * (x[0] - 2.0)
+    return (x[0] - 2.0) ** 2
+
+
 PORTABLE_CACHE_SCRIPT = """
 import numba
 import numpy as np

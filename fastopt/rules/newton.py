@@ -44,7 +44,7 @@ the d x d system with an in-loop Cholesky (:func:`fastopt.linalg.ldl_factor`).
 import numpy as np
 
 from .. import status as st
-from .._jit import driver, kernel
+from .._jit import kernel, takes_functions
 from .._layout import FD_STEP, STATUS, STEP
 from ..linalg import (
     EPS,
@@ -112,7 +112,7 @@ def regularized_newton_step(H, g, p, diag, alpha):
 
 # ---------------------------------------------------------------------------------
 # Newton. state rows: [0, d) Hessian (then its factor); d: p; d+1: work.
-@driver
+@takes_functions("fg", "hess")
 def newton_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     """One (regularized) Newton iteration; callable from ``@njit`` code."""
     d = x.size
@@ -137,7 +137,7 @@ def newton_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
 # ---------------------------------------------------------------------------------
 # Damped Newton. state rows: [0, d) Hessian; [d, 2d) factor of H + mu I; 2d: p;
 # 2d+1: x_k; 2d+2: g_k; 2d+3: scalars [mu] (d >= 1 columns).
-@driver
+@takes_functions("fg", "hess")
 def damped_newton_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     """One Levenberg--Marquardt-damped Newton iteration; callable from ``@njit`` code."""
     d = x.size
