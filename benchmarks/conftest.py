@@ -30,7 +30,7 @@ import pytest
 from numba import prange
 
 import fastopt
-from fastopt.functions import rosenbrock
+from fastopt.functions import rosenbrock, rosenbrock_hess
 
 FULL = os.environ.get("FASTOPT_BENCH_FULL", "0").strip() not in ("", "0")
 
@@ -590,6 +590,19 @@ def first_batch_call(kind):
                                   options={"lr": LR, "maxiter": 1}, **kwargs)
 
 
+COMPILE_METHODS = ("adam", "bfgs", "lbfgs", "newton")
+
+
+def first_minimize_call(method):
+    """One ``minimize`` (1 iteration) of ``method`` with functions nobody compiled: a
+    user's @njit fun + jac (+ hess for Newton). Compiles those; the rule's loop is the
+    portable one, loaded from the disk cache (in memory after the first call here)."""
+    kwargs = new_objective("user-njit-fun+jac")
+    if method == "newton":
+        kwargs["hess"] = numba.njit(rosenbrock_hess.py_func)
+    return fastopt.minimize(x0=X0_2D, method=method, options={"maxiter": 1}, **kwargs)
+
+
 def prepare_jax_compile(X0, steps):
     """JAX's trace + XLA compile of the batch workload (XLA compiles per shape)."""
     jax, _ = _jax_solver(steps)
@@ -681,6 +694,7 @@ def pytest_generate_tests(metafunc):
         "step_peer": (list(STEP_PEERS), None),
         "objective": (list(OBJECTIVES), None),
         "compile_kind": (list(COMPILE_KINDS), None),
+        "compile_method": (list(COMPILE_METHODS), None),
         "workers": ([1, 2], lambda w: f"workers{w}"),
     }
     for name, (values, ids) in params.items():

@@ -436,7 +436,8 @@ def section_cold_start(repeats, targets):
 
 
 def section_compile(S, repeats):
-    out("## 6. Compile time: first `minimize_batch` (4 starts, 1 iteration) with a new objective\n")
+    out("## 6. Compile time: first `minimize_batch` (4 starts, 1 iteration) and first "
+        "`minimize` (1 iteration) with a new objective\n")
     out("In this process, after everything above, so fastopt's leaf kernels are loaded; new "
         "@njit dispatchers every repeat. JAX row: trace + XLA compile of workload 1's "
         "first shape, for scale.\n")
@@ -446,6 +447,11 @@ def section_compile(S, repeats):
         for kind in W.COMPILE_KINDS:
             t = min(timed(lambda k=kind: W.first_batch_call(k)) for _ in range(repeats))
             rows.append((f"fastopt, {kind}", fmt_time(t)))
+        for method in W.COMPILE_METHODS:
+            W.first_minimize_call(method)  # the rule's portable loop loaded from disk
+            t = min(timed(lambda m=method: W.first_minimize_call(m)) for _ in range(repeats))
+            rows.append((f"fastopt `minimize`, {method}, user-njit-fun+jac"
+                         + (" + hess" if method == "newton" else ""), fmt_time(t)))
         shape = S["batch_shapes"][0]
         run = prepare(W.prepare_jax_compile, W.starts(*shape), S["batch_steps"])
         t = None if run is None else min(timed(run) for _ in range(repeats))

@@ -1,8 +1,9 @@
 """Workloads 5 and 6: compile time and cold start, each measured on its own.
 
-* ``compile``: the first ``minimize_batch`` with objective functions nobody has
-  compiled yet (new ``@njit`` dispatchers every round), in this process; JAX's
-  trace + XLA compile of the batch workload for scale.
+* ``compile``: the first ``minimize_batch``, and the first ``minimize`` of each of
+  ``COMPILE_METHODS``, with objective functions nobody has compiled yet (new ``@njit``
+  dispatchers every round), in this process; JAX's trace + XLA compile of the batch
+  workload for scale.
 * ``cold-start``: a fresh interpreter imports fastopt and calls ``minimize`` with a
   new user function, with ``NUMBA_CACHE_DIR`` pointing at a cache warmed by one
   earlier run (kernels that take no function arguments load from disk). The
@@ -24,6 +25,15 @@ def test_compile_first_minimize_batch(benchmark, workloads, compile_kind):
     res = benchmark.pedantic(workloads.first_batch_call, args=(compile_kind,),
                              rounds=_rounds(workloads), iterations=1)
     assert np.all(res.nit == 1)
+
+
+def test_compile_first_minimize(benchmark, workloads, compile_method):
+    benchmark.group = "compile first minimize call"
+    benchmark.extra_info["method"] = compile_method
+    workloads.first_minimize_call(compile_method)  # the rule's loop loaded (not timed)
+    res = benchmark.pedantic(workloads.first_minimize_call, args=(compile_method,),
+                             rounds=_rounds(workloads), iterations=1)
+    assert res.nit == 1
 
 
 def test_compile_jax_batch(benchmark, workloads):
