@@ -30,18 +30,21 @@ exactly as the whole search would (:func:`line_search` is the three in one):
 a search is a call of its own, and skipping it saved ~35 ns per L-BFGS iteration
 at d = 10.
 
-They take the objective as an argument, so they are ``register_jitable``: plain
-Python when called from Python (fastopt's Python fallback), compiled from numba
-code. Only :func:`trial` is inlined into its caller; the searches are compiled as
-functions of their own (inlining them too made each loop's compile 3-18 s longer,
-for ~10 ns per L-BFGS iteration). :func:`dcstep`, :func:`armijo_trial_step` and
-:func:`accepts_first_trial` take no function and are cached kernels.
+They take the objective as an argument, so they are
+:func:`fastopt._jit.takes_functions`: plain Python when called from Python
+(fastopt's Python fallback), and from numba code a copy compiled per objective,
+which the loops' disk cache can hold. Only :func:`trial` is inlined into its caller;
+the searches are compiled as functions of their own (inlining them too made each
+loop's compile 3-18 s longer, for ~10 ns per L-BFGS iteration). :func:`dcstep`,
+:func:`armijo_trial_step` and :func:`accepts_first_trial` take no function and are
+cached kernels.
 """
 
 import numpy as np
 from numba.extending import register_jitable
 
 from ._jit import kernel, takes_functions
+from ._layout import RAISED
 from .linalg import dot
 
 NONE, STRONG_WOLFE, ARMIJO = 0, 1, 2  # controls[LINE_SEARCH]
@@ -193,7 +196,14 @@ def armijo_trial_step(stp, f0, dphi0, f1, stp_prev, f_prev):
 
 @_inlined_jitable
 def trial(fg, args, fd_step, counters, x, g, x0, p, stp):
-    """Evaluate at ``x = x0 + stp * p`` (into ``x`` and ``g``); return ``(f, phi'(stp))``."""
+    """Evaluate at ``x = x0 + stp * p`` (into ``x`` and ``g``); return ``(f, phi'(stp))``.
+
+    Once the objective has raised (``counters[RAISED]``: only a portable loop's call by
+    address counts that), ``(nan, nan)`` without moving ``x``: the search fails, and
+    the loop stops with ``x`` where the objective raised, to raise it there again.
+    """
+    if counters[RAISED] != 0:
+        return np.nan, np.nan
     for i in range(x.size):
         x[i] = x0[i] + stp * p[i]
     f = fg(x, g, args, fd_step, counters)

@@ -351,6 +351,11 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False, cach
                                           controls[SCHEDULE_B], controls[SCHEDULE_C])
             f = advance(args, x, f, g, state, hyper_t, controls, counters)
             steps += 1
+            if counters[RAISED] != 0:
+                # the portable loop's objective (or Hessian) raised: stop, x where it did (a
+                # rule's later trials, see fastopt.linesearch.trial, leave x there)
+                status = st.DIVERGED
+                break
             if counters[STATUS] != st.RUNNING:  # the rule itself failed, x is its last good point
                 status = counters[STATUS]
                 if not (is_finite(f) and all_finite(x) and all_finite(g)):
@@ -360,11 +365,10 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False, cach
                         g[i] = g_prev[i]
                 break
             if not (is_finite(f) and all_finite(g) and all_finite(x)):
-                if counters[RAISED] == 0:  # else x stays where the objective raised
-                    f = f_prev
-                    for i in range(x.size):
-                        x[i] = x_prev[i]
-                        g[i] = g_prev[i]
+                f = f_prev
+                for i in range(x.size):
+                    x[i] = x_prev[i]
+                    g[i] = g_prev[i]
                 status = st.DIVERGED
                 break
             nit += 1

@@ -100,27 +100,31 @@ def _minimize(x0, setup, objective, args, callback, call):
     record_portable_run(setup.rule, objective, seconds)
     if work.counters[0, L.RAISED]:
         # the objective raised inside the portable loop: raise it from where it did, else
-        # rerun where it propagates (without the callback, which has seen these iterations).
-        # Evaluated as the specialized loop evaluates it: the portable loop called the user's
-        # functions as compiled, where 1/0 raises; their inlined copies give inf.
+        # rerun where it propagates. Evaluated as the specialized loop evaluates it: the
+        # portable loop called the user's functions as compiled, where 1/0 raises; their
+        # inlined copies give inf (and a line search steps back from it). The rerun's
+        # iterations equal the portable run's up to the raise: the callback sees the
+        # iterations after those it has seen.
+        seen = int(work.counters[0, L.NIT])
         work.raise_where_it_raised(objective.fg,
                                    objective.hess if setup.rule.needs_hess else None)
         loop = make_loop(setup.rule, objective, history, x0.size)
         call.again()
-        work = _run(x0, setup, loop, args, None, call)[0]
+        work = _run(x0, setup, loop, args, callback, call, seen)[0]
     return work
 
 
-def _run(x0, setup, loop, args, callback, call):
-    """Run the start from ``x0``: ``(work, seconds)``, the time it ran once compiled."""
+def _run(x0, setup, loop, args, callback, call, seen=0):
+    """Run the start from ``x0``: ``(work, seconds)``, the time it ran once compiled.
+    ``callback`` is called from iteration ``seen + 1`` on."""
     work = Workspace(x0[None, :].copy(), setup)
-    if callback is None and not _is_compiled(loop):
-        call(work.run_one, loop, args, 0)  # compiles; evaluates x0 only
+    if not _is_compiled(loop):
+        call(work.run_one, loop, args, 0)  # compiles (or loads): not run time; evaluates x0 only
     started = time.perf_counter()
     if callback is None:
         _run_in_chunks(work, loop, args)
     else:
-        _run_with_callback(work, loop, args, callback, call)
+        _run_with_callback(work, loop, args, callback, call, seen)
     return work, time.perf_counter() - started
 
 
@@ -156,13 +160,13 @@ def _is_compiled(loop):
     return bool(getattr(loop[0], "overloads", None))
 
 
-def _run_with_callback(work, loop, args, callback, call):
+def _run_with_callback(work, loop, args, callback, call, seen):
     wants_result = _wants_intermediate_result(callback)
     counters = work.counters[0]
     while True:
         nit_before = counters[L.NIT]
         call(work.run_one, loop, args, 1, compiled=_is_compiled(loop))
-        if counters[L.NIT] > nit_before:
+        if counters[L.NIT] > max(nit_before, seen):
             x = work.X[0].copy()
             try:
                 if wants_result:

@@ -620,8 +620,10 @@ def raise_where_it_raised(fg, points, fd_steps, hess=None):
     counters = np.zeros(N_COUNTERS, dtype=np.int64)
     for x, fd_step in zip(points, fd_steps, strict=True):
         try:
-            fg(np.array(x, dtype=np.float64), np.empty(len(x)), (), float(fd_step), counters)
-            if hess is not None:
+            g = np.empty(len(x))
+            f = fg(np.array(x, dtype=np.float64), g, (), float(fd_step), counters)
+            # the loops evaluate the Hessian only at a point where f and g are finite
+            if hess is not None and np.isfinite(f) and np.all(np.isfinite(g)):
                 hess(np.array(x, dtype=np.float64), np.empty((len(x), len(x))), (),
                      float(fd_step), counters)
         except NumbaError:  # numba's, compiling fg: the user's functions never raise these

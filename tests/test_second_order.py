@@ -635,6 +635,34 @@ def shifted_square_fg(x, g):
     return (x[0] - 2.0) ** 2
 
 
+@numba.njit
+def rosenbrock_nan_right_of_09(x):
+    """Rosenbrock, 0/0 where x0 > 0.9: ZeroDivisionError in the function numba compiled
+    (its default error model), NaN in the copy fastopt's loops inline."""
+    z = 0.0
+    if x[0] > 0.9:
+        z = (x[0] - x[0]) / (x[0] - x[0])
+    return 100.0 * (x[1] - x[0] ** 2) ** 2 + (1.0 - x[0]) ** 2 + z
+
+
+@pytest.mark.parametrize("method", ["newton", "bfgs"])
+def test_an_error_only_the_portable_loop_sees_ends_as_in_the_specialized_loop(
+        method, specialize_from_second_call, ran_portable):
+    # The portable loop calls the user's compiled function, which raises; the specialized
+    # loop's inlined copy gives NaN, which a line search steps back from. The portable run
+    # stops where it raised, finds no error there from Python, and reruns specialized:
+    # the result is the specialized loop's, and the callback sees each iteration once.
+    calls = []
+    first = fastopt.minimize(rosenbrock_nan_right_of_09, [-1.2, 1.0], method=method,
+                             callback=lambda x: calls.append(x.copy()))
+    second = fastopt.minimize(rosenbrock_nan_right_of_09, [-1.2, 1.0], method=method)
+    assert ran_portable == [True, False]  # the first call's rerun: not through loop_for
+    np.testing.assert_array_equal(first.x, second.x)
+    assert (first.status, first.nit) == (second.status, second.nit)
+    assert len(calls) == first.nit > 0
+    assert not any(np.array_equal(a, b) for a, b in zip(calls, calls[1:], strict=False))
+
+
 PORTABLE_CACHE_SCRIPT = """
 import numba
 import numpy as np

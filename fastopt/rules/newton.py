@@ -45,7 +45,7 @@ import numpy as np
 
 from .. import status as st
 from .._jit import kernel, takes_functions
-from .._layout import FD_STEP, STATUS, STEP
+from .._layout import FD_STEP, RAISED, STATUS, STEP
 from ..linalg import (
     EPS,
     FACTOR_OK,
@@ -177,6 +177,8 @@ def damped_newton_advance(fg, hess, args, x, f, g, state, hyper, controls, count
             if not moved:
                 break
             f_new = fg(x, g, args, fd_step, counters)
+            if counters[RAISED] != 0:  # the portable loop's fg raised: x stays where it did
+                return f_new
             if f_new < f:  # False for NaN
                 # predicted decrease g'p - p'Hp/2 = (g'p + mu p'p) / 2 > 0
                 predicted = 0.5 * (dot(gk, p) + mu * dot(p, p))
