@@ -230,6 +230,10 @@ def wolfe_search(fg, args, fd_step, counters, x, g, x0, p, f0, dphi0, stp, c1, c
     Parameters
     ----------
     fg : compiled ``fg(x, g, args, fd_step, counters) -> f``
+    args, fd_step : passed to ``fg``
+    counters : int64 ndarray (``fastopt._layout.N_COUNTERS``,)
+        The start's counters: ``fg`` counts evaluations there, and a raise in a portable
+        loop is read from ``counters[RAISED]`` (see :func:`trial`).
     x, g : ndarray (d,)
         Receive every trial point and its gradient; on return the last one.
     x0, p : ndarray (d,)

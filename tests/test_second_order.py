@@ -20,6 +20,7 @@ from fastopt import Status
 from fastopt import linalg as la
 from fastopt import linesearch as ls
 from fastopt import status as st
+from fastopt._layout import N_COUNTERS
 from fastopt.functions import (
     beale,
     beale_fun,
@@ -291,7 +292,7 @@ def test_wolfe_search_matches_scipy_dcsrch(func, x0, stp):
     p = -func.grad(x0)
     fg, phi, dphi = _ray(func.fun, func.grad, x0, p)
     f0, dphi0 = phi(0.0), dphi(0.0)
-    counters = np.zeros(6, dtype=np.int64)
+    counters = np.zeros(N_COUNTERS, dtype=np.int64)
     x, g = np.empty(2), np.empty(2)
     f, alpha, ok = ls.wolfe_search(fg, (), 0.0, counters, x, g, x0, p, f0, dphi0, stp, 1e-4, 0.9,
                                    1e-14, 1e-100, 1e100, 100)
@@ -315,10 +316,10 @@ def test_first_trial_then_search_from_it_is_the_whole_search(kind, func, x0, stp
     fg, phi, dphi = _ray(func.fun, func.grad, x0, p)
     f0, dphi0 = phi(0.0), dphi(0.0)
     consts = (1e-4, 0.9, 1e-14, 1e-100, 1e100, 100)
-    c_whole, x_whole, g_whole = np.zeros(6, dtype=np.int64), np.empty(2), np.empty(2)
+    c_whole, x_whole, g_whole = np.zeros(N_COUNTERS, dtype=np.int64), np.empty(2), np.empty(2)
     whole = ls.line_search(kind, fg, (), 0.0, c_whole, x_whole, g_whole, x0, p, f0, dphi0, stp,
                            *consts)
-    counters, x, g = np.zeros(6, dtype=np.int64), np.empty(2), np.empty(2)
+    counters, x, g = np.zeros(N_COUNTERS, dtype=np.int64), np.empty(2), np.empty(2)
     f, slope = ls.trial(fg, (), 0.0, counters, x, g, x0, p, stp)
     if ls.accepts_first_trial(kind, f, slope, f0, dphi0, stp, *consts[:2]):
         split = (f, stp, True)
@@ -337,7 +338,7 @@ def test_armijo_search_gives_sufficient_decrease_and_backtracks():
     p = -rosenbrock.grad(x0)
     fg, phi, dphi = _ray(rosenbrock.fun, rosenbrock.grad, x0, p)
     f0, dphi0 = phi(0.0), dphi(0.0)
-    counters = np.zeros(6, dtype=np.int64)
+    counters = np.zeros(N_COUNTERS, dtype=np.int64)
     x, g = np.empty(2), np.empty(2)
     f, alpha, ok = ls.armijo_search(fg, (), 0.0, counters, x, g, x0, p, f0, dphi0, 1.0, 1e-4, 50)
     assert ok and 0 < alpha < 1 and counters[1] > 1
@@ -362,7 +363,8 @@ def test_wolfe_search_steps_back_from_overflow():
     p = np.array([1.0])
     fg, phi, dphi = _ray(fun, grad, x0, p)
     x, g = np.empty(1), np.empty(1)
-    f, alpha, ok = ls.wolfe_search(fg, (), 0.0, np.zeros(6, dtype=np.int64), x, g, x0, p, phi(0.0),
+    counters = np.zeros(N_COUNTERS, dtype=np.int64)
+    f, alpha, ok = ls.wolfe_search(fg, (), 0.0, counters, x, g, x0, p, phi(0.0),
                                    dphi(0.0), 1e4, 1e-4, 0.9, 1e-14, 1e-100, 1e100, 100)
     assert ok and np.isfinite(f) and abs(alpha - np.log(2.0)) < 0.5
 
