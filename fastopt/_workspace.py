@@ -44,6 +44,7 @@ class Workspace:
             self.x_history = np.empty((n, 0, d))
             self.f_history = np.empty((n, 0))
         self.every = max(1, setup.history_every)
+        self.needs_hess = setup.rule.needs_hess
         self.rows_per_task = 1  # starts a compiled task advances: a block's lanes, or 1
 
     def run_one(self, loop, args, max_steps, i=0):
@@ -108,15 +109,17 @@ class Workspace:
         run_in_threads(lambda first, end: run(*launch_args, first, end), n_tasks, threads, stop)
         return native is not None  # ``native`` owns the code at run_args[0] until here
 
-    def raise_where_it_raised(self, fg, hess=None):
+    def raise_where_it_raised(self, objective):
         """After a portable loop counted an exception of the objective (``counters[:,
-        RAISED]``), raise it: ``fg`` evaluated from Python where the run stopped, on the
-        start's row or every row of its block (see
+        RAISED]``), raise it: ``objective.fg`` (and for a Newton rule ``objective.hess``)
+        evaluated from Python where the run stopped, on the start's row or every row of
+        its block (see
         :func:`fastopt.objective.raise_where_it_raised`). Returns if it does not raise."""
         n = self.X.shape[0]
         rows = [row for first in np.flatnonzero(self.counters[:, L.RAISED])
                 for row in range(first, min(n, first + self.rows_per_task))]
-        raise_where_it_raised(fg, self.X[rows], self.controls[rows, L.FD_STEP], hess)
+        raise_where_it_raised(objective.fg, self.X[rows], self.controls[rows, L.FD_STEP],
+                              objective.hess if self.needs_hess else None)
 
     def history_rows(self, i):
         """Rows of start ``i``'s history that were filled (iterations 0, k, 2k, ...)."""

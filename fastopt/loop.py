@@ -44,11 +44,11 @@ from ._layout import (
 )
 from .clipping import clip_by_norm, clip_by_value
 from .objective import (
-    _no_hess_compiled,
     call_native_fg,
     calls_by_address,
     native_fg,
     native_hess,
+    no_hess_compiled,
 )
 from .schedules import scheduled_lr
 
@@ -188,14 +188,12 @@ def make_loop(rule, objective, history=False, d=1, portable=False):
     outline = rule.update is not None and objective.compiled and d >= OUTLINE_UPDATE_DIM
     fg = call_fg_address if portable else objective.fg
     if portable:
-        hess = call_hess_address if rule.needs_hess else _no_hess_compiled
+        hess = call_hess_address if rule.needs_hess else no_hess_compiled
     else:
         hess = objective.hess
     return _make_loop(step, rule.update is not None, fg, hess, objective.compiled,
                       bool(history), outline,
                       (rule.name, bool(history), outline) if portable else None)
-
-
 
 
 # A loop specialized for an objective inlines it: 2-D Adam on the built-in Rosenbrock costs

@@ -290,7 +290,7 @@ def _no_hess(x, H, args, fd_step, counters):
     return None
 
 
-_no_hess_compiled = driver(_no_hess)
+no_hess_compiled = driver(_no_hess)
 
 
 class Objective(NamedTuple):
@@ -439,7 +439,7 @@ def _build(fun, jac, hess, mode, needs_hess, compiled, n_args, inline=False,
         hess_eval = _make_hess(hess, fg, n_args)
         hess_eval = driver(hess_eval) if compiled else hess_eval
     else:
-        hess_eval = _no_hess_compiled if compiled else _no_hess
+        hess_eval = no_hess_compiled if compiled else _no_hess
     return Objective(fg, hess_eval, compiled, fun if mode == BLOCK else None)
 
 
