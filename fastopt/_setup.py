@@ -19,7 +19,9 @@ LOOP_DEFAULTS = {"maxiter": 10_000, "gtol": 1e-5, "xtol": 0.0, "ftol": 0.0,
                  "clip_value": 0.0, "clip_norm": 0.0}
 HISTORY_MAX_BYTES = 1 << 30
 OTHER_OPTIONS = ("schedule", "finite_diff_rel_step", "history", "history_max_bytes", "disp",
-                 "line_search")
+                 "line_search", "return_all")
+# scipy's option names for a hyperparameter fastopt names as torch/optax do
+OPTION_ALIASES = {"maxcor": "m"}  # L-BFGS-B's history size
 LINE_SEARCHES = {None: 0, "none": 0, "strong-wolfe": 1, "wolfe": 1, "armijo": 2}
 
 
@@ -31,9 +33,27 @@ class Setup(NamedTuple):
     history_every: int  # 0 = no history
     history_rows: int
     disp: bool
+    return_all: bool  # scipy's res.allvecs (every iterate, x0 first)
 
 
 DEFAULT_METHOD = "adam"  # minimize's and minimize_batch's ``method``
+
+# scipy methods with no fastopt rule, and what to use instead
+_SCIPY_ONLY = {
+    "nelder-mead": "it is derivative-free; use scipy.optimize.minimize for it",
+    "powell": "it is derivative-free; use scipy.optimize.minimize for it",
+    "cobyla": "it handles constraints; use scipy.optimize.minimize for it",
+    "cobyqa": "it handles constraints; use scipy.optimize.minimize for it",
+    "slsqp": "it handles constraints; use scipy.optimize.minimize for it",
+    "trust-constr": "it handles constraints; use scipy.optimize.minimize for it",
+    "tnc": "it handles bounds; use scipy.optimize.minimize for it, or 'lbfgs' without bounds",
+    "cg": "the nearest are 'lbfgs' and 'bfgs'",
+    "newton-cg": "the nearest are 'newton' and 'damped-newton' (with hess) and 'lbfgs'",
+    "dogleg": "the nearest is 'damped-newton' (regularized Newton, with hess)",
+    "trust-ncg": "the nearest is 'damped-newton' (regularized Newton, with hess)",
+    "trust-krylov": "the nearest is 'damped-newton' (regularized Newton, with hess)",
+    "trust-exact": "the nearest is 'damped-newton' (regularized Newton, with hess)",
+}
 
 
 def get_rule(method):
@@ -43,7 +63,9 @@ def get_rule(method):
         raise TypeError(f"method must be a string; got {type(method).__name__}")
     key = method.lower()
     if key not in RULES:
-        raise ValueError(f"Unknown method {method!r}; expected one of {sorted(RULES)}")
+        hint = f" (a scipy method fastopt does not have: {_SCIPY_ONLY[key]})" \
+            if key in _SCIPY_ONLY else ""
+        raise ValueError(f"Unknown method {method!r}{hint}; expected one of {sorted(RULES)}")
     return RULES[key]
 
 
@@ -137,6 +159,12 @@ def _parse(method, options, tol, d, n_starts):
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"Invalid betas: {betas!r}; expected a pair (beta1, beta2)")
         options["beta1"], options["beta2"] = betas
+    for alias, name in OPTION_ALIASES.items():
+        if alias in options and name in rule.hyperparameters:
+            if name in options:
+                raise ValueError(f"Options {alias!r} and {name!r} are the same setting "
+                                 f"(scipy's and fastopt's name); give one of them")
+            options[name] = options.pop(alias)
     known = set(rule.hyperparameters) | set(LOOP_DEFAULTS) | set(OTHER_OPTIONS)
     unknown = sorted(k for k in options if k not in known)
     n = 1 if n_starts is None else n_starts
@@ -150,9 +178,9 @@ def _parse(method, options, tol, d, n_starts):
     rule.validate(values)
 
     loop = {}
-    for name, default in LOOP_DEFAULTS.items():
+    for name, default in {**LOOP_DEFAULTS, **(rule.loop_defaults or {})}.items():
         value = options.get(name, default)
-        if name == "gtol" and "gtol" not in options and tol is not None:
+        if name in rule.tol_sets and name not in options and tol is not None:
             value = tol
         loop[name] = _numeric(name, value, n_starts)
     for name in ("gtol", "xtol", "ftol", "clip_value", "clip_norm"):
@@ -198,9 +226,15 @@ def _parse(method, options, tol, d, n_starts):
     controls[:, L.SCHEDULE_C] = schedule.c
     controls[:, L.LINE_SEARCH] = LINE_SEARCHES[line_search]
 
+    return_all = bool(options.get("return_all", False))
+    if return_all:
+        if options.get("history", True) is not True:
+            raise ValueError(f"Invalid history: {options['history']!r} with return_all, which "
+                             "keeps every iterate; drop one of them")
+        options["history"] = True
     every, rows = _history(options, int(np.max(maxiter)), n, d)
     setup = Setup(rule, hyper, controls, int(rule.n_state(d, values)), every, rows,
-                  bool(options.get("disp", False)))
+                  bool(options.get("disp", False)), return_all)
     return setup, unknown
 
 

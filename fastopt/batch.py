@@ -35,6 +35,10 @@ class BatchResult:
     x_history : ndarray (N, rows, d), f_history : ndarray (N, rows), optional
         Every k-th iterate when ``options["history"]`` is set; rows past a start's
         last iterate are NaN.
+    best_hess_inv : ndarray or LbfgsInvHessProduct, optional
+        For BFGS and L-BFGS, the best start's approximation of the inverse Hessian,
+        as ``minimize`` returns it in ``hess_inv`` (``best()`` includes it). Only the
+        best start's is kept: N of them could take more memory than the batch.
     """
 
     x: np.ndarray
@@ -50,6 +54,7 @@ class BatchResult:
     messages: dict = field(default_factory=dict)
     x_history: np.ndarray = None
     f_history: np.ndarray = None
+    best_hess_inv: object = field(default=None, repr=False)
 
     def __len__(self):
         return self.x.shape[0]
@@ -61,8 +66,7 @@ class BatchResult:
 
     def best(self):
         """The start with the lowest finite ``fun``, as a scipy ``OptimizeResult``."""
-        finite = np.where(np.isfinite(self.fun), self.fun, np.inf)
-        i = int(np.argmin(finite))
+        i = _best_index(self.fun)
         res = OptimizeResult(
             x=self.x[i].copy(), fun=float(self.fun[i]), jac=self.jac[i].copy(),
             nit=int(self.nit[i]), nfev=int(self.nfev[i]), njev=int(self.njev[i]),
@@ -71,6 +75,8 @@ class BatchResult:
         )
         if self.x_history is not None:
             res.x_history, res.f_history = self.x_history[i], self.f_history[i]
+        if self.best_hess_inv is not None:
+            res.hess_inv = self.best_hess_inv
         return res
 
     def __repr__(self):
@@ -148,6 +154,12 @@ def minimize_batch(fun, X0, args=(), method=DEFAULT_METHOD, jac=None, hess=None,
 def _result(work, setup):
     c = work.counters
     status = c[:, L.STATUS].copy()
+    best_hess_inv = None
+    if setup.rule.inverse_hessian is not None:
+        i = _best_index(work.F)
+        best_hess_inv = setup.rule.inverse_hessian(work.state[i], work.hyper[i],
+                                                   int(c[i, L.STEP]))
+
     grad_norm = np.max(np.abs(work.G), axis=1)
     return BatchResult(
         x=work.X, fun=work.F, jac=work.G, grad_norm=grad_norm, nit=c[:, L.NIT].copy(),
@@ -156,4 +168,10 @@ def _result(work, setup):
         messages={int(code): st.message(code) for code in np.unique(status)},
         x_history=work.x_history if setup.history_every else None,
         f_history=work.f_history if setup.history_every else None,
+        best_hess_inv=best_hess_inv,
     )
+
+
+def _best_index(fun):
+    """The start with the lowest finite ``fun`` (the first of equals; 0 if none is finite)."""
+    return int(np.argmin(np.where(np.isfinite(fun), fun, np.inf)))

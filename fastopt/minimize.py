@@ -5,7 +5,7 @@ import time
 import warnings
 
 import numpy as np
-from scipy.optimize import OptimizeResult
+from scipy.optimize import Bounds, OptimizeResult
 
 from . import _layout as L
 from . import status as st
@@ -37,7 +37,8 @@ def minimize(fun, x0, args=(), method=DEFAULT_METHOD, jac=None, hess=None, hessp
     jac : callable, bool or None
         ``jac(x, *args) -> ndarray (d,)``; ``True`` if ``fun`` returns ``(f, g)``;
         None (or ``"3-point"``) for central finite differences evaluated inside the
-        compiled loop, ``"2-point"`` for forward differences.
+        compiled loop, ``"2-point"`` for forward differences (``"cs"``, scipy's
+        complex step, runs central differences: the loop is real).
     hess : callable, optional
         ``hess(x, *args) -> ndarray (d, d)``, for Newton-type methods.
     hessp, bounds, constraints
@@ -56,16 +57,22 @@ def minimize(fun, x0, args=(), method=DEFAULT_METHOD, jac=None, hess=None, hessp
         the gradient), ``xtol`` (0 = off, infinity norm of the step), ``ftol``
         (0 = off, relative change in f), ``schedule`` (a ``fastopt.schedules``
         schedule), ``clip_value``, ``clip_norm``, ``finite_diff_rel_step``,
-        ``history`` (True, or k to keep every k-th iterate), ``disp``. Second-order
-        rules take ``damping`` (newton, damped-newton), ``m`` (lbfgs), ``c1``, ``c2``
+        ``history`` (True, or k to keep every k-th iterate), ``return_all`` (scipy's:
+        ``res.allvecs``, every iterate), ``disp``. Second-order rules take ``damping``
+        (newton, damped-newton), ``m`` (lbfgs; scipy's ``maxcor`` too), ``c1``, ``c2``
         and ``line_search`` (``"strong-wolfe"`` or ``"armijo"``; with ``"gd"`` it turns
         on a line search, ``lr`` being the first trial step).
+        ``method="L-BFGS-B"`` is ``"lbfgs"`` with scipy's L-BFGS-B defaults (``c1``
+        1e-3, ``ftol`` 2.2e-9, ``maxiter`` 15000; ``tol`` sets ``ftol`` and ``gtol``);
+        it takes no ``bounds``.
 
     Returns
     -------
     scipy.optimize.OptimizeResult
-        ``x, fun, jac, nit, nfev, njev, status, success, message`` (and ``nhev``,
-        and ``x_history``, ``f_history`` when ``history`` is set).
+        ``x, fun, jac, nit, nfev, njev, status, success, message`` (and ``nhev``
+        for Newton rules; ``hess_inv`` for BFGS, an ndarray, and L-BFGS, a
+        ``scipy.optimize.LbfgsInvHessProduct``, as scipy's; ``x_history``,
+        ``f_history`` when ``history`` is set, and ``allvecs`` with ``return_all``).
 
     Examples
     --------
@@ -78,7 +85,11 @@ def minimize(fun, x0, args=(), method=DEFAULT_METHOD, jac=None, hess=None, hessp
     if hessp is not None:
         warnings.warn(f"Method {method} does not use Hessian-vector product information (hessp).",
                       RuntimeWarning, stacklevel=2)
-    if bounds is not None or (constraints is not None and len(constraints) > 0):
+    if bounds is not None and _names_lbfgsb(method) and not _unbounded(bounds):
+        raise ValueError("bounds: fastopt's 'L-BFGS-B' is L-BFGS without bounds; for a "
+                         "bounded problem use scipy.optimize.minimize(method='L-BFGS-B')")
+    if (bounds is not None and not _unbounded(bounds)) or (constraints is not None
+                                                            and len(constraints) > 0):
         warnings.warn(f"Method {method} cannot handle constraints nor bounds.", RuntimeWarning,
                       stacklevel=2)
     if callback is not None and not callable(callback):
@@ -89,6 +100,25 @@ def minimize(fun, x0, args=(), method=DEFAULT_METHOD, jac=None, hess=None, hessp
     work = run_with_fallback(
         objective, lambda obj, call: _minimize(x0, setup, obj, args, callback, call))
     return _result(work, setup)
+
+
+def _names_lbfgsb(method):
+    return isinstance(method, str) and method.lower() == "l-bfgs-b"
+
+
+def _unbounded(bounds):
+    """Whether scipy ``bounds`` (a ``Bounds`` or (min, max) pairs, None for no bound)
+    leave every coordinate free."""
+    if isinstance(bounds, Bounds):
+        pairs = np.stack(np.broadcast_arrays(bounds.lb, bounds.ub), axis=-1)
+    else:
+        try:
+            pairs = np.array([(-np.inf if lo is None else lo, np.inf if hi is None else hi)
+                              for lo, hi in bounds], dtype=np.float64).reshape(-1, 2)
+        except (TypeError, ValueError) as exc:
+            raise TypeError("bounds must be a scipy.optimize.Bounds or a sequence of "
+                            f"(min, max) pairs; got {bounds!r}") from exc
+    return bool(np.all(np.isneginf(pairs[..., 0])) and np.all(np.isposinf(pairs[..., 1])))
 
 
 def _minimize(x0, setup, objective, args, callback, call):
@@ -203,8 +233,13 @@ def _result(work, setup):
     )
     if setup.rule.needs_hess:
         result.nhev = int(counters[L.NHEV])
+    if setup.rule.inverse_hessian is not None:
+        result.hess_inv = setup.rule.inverse_hessian(work.state[0], work.hyper[0],
+                                                     int(counters[L.STEP]))
     if setup.history_every:
         result.x_history, result.f_history = work.history_rows(0)
+        if setup.return_all:
+            result.allvecs = list(result.x_history)
     if setup.disp:
         print(f"{result.message}\n         Current function value: {result.fun:.6g}\n"
               f"         Iterations: {result.nit}\n         Function evaluations: {result.nfev}")

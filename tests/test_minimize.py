@@ -124,6 +124,15 @@ def test_seed_linear_regression_loss_history():
     np.testing.assert_array_equal(res.x_history[-1], res.x)
 
 
+def test_return_all_gives_scipys_allvecs():
+    res = fastopt.minimize(quadratic, np.array([3.0, -4.0]), jac=quadratic_grad, method="sgd",
+                           options={"lr": 0.1, "maxiter": 20, "gtol": 0.0, "return_all": True})
+    assert isinstance(res.allvecs, list) and len(res.allvecs) == res.nit + 1 == 21
+    np.testing.assert_array_equal(res.allvecs[0], [3.0, -4.0])
+    np.testing.assert_array_equal(res.allvecs[-1], res.x)
+    np.testing.assert_array_equal(np.array(res.allvecs), res.x_history)
+
+
 def test_history_every_kth():
     res = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="gd",
                            options={"lr": 0.01, "maxiter": 100, "gtol": 0.0, "history": 10})
@@ -363,6 +372,9 @@ def test_portable_loop_loads_from_the_disk_cache_in_a_new_process(tmp_path):
         ({"options": {"betas": (0.9, -0.1)}}, ValueError, "betas"),
         ({"method": "sgd", "options": {"nesterov": True}}, ValueError, "nesterov"),
         ({"method": "nope"}, ValueError, "Unknown method"),
+        ({"method": "Nelder-Mead"}, ValueError, "a scipy method .* derivative-free"),
+        ({"method": "Newton-CG"}, ValueError, "nearest are 'newton' and 'damped-newton'"),
+        ({"options": {"return_all": True, "history": 10}}, ValueError, "history"),
         ({"method": 3}, TypeError, "method"),
         ({"jac": 5}, TypeError, "jac"),
         ({"fun": 5}, TypeError, "fun must be callable"),

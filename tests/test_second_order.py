@@ -402,6 +402,105 @@ def test_quasi_newton_matches_scipy(method, scipy_method, k, x0):
         assert res.nit == ref.nit and res.nfev == ref.nfev
 
 
+@pytest.mark.parametrize(("k", "x0"), SCIPY_CASES)
+def test_l_bfgs_b_is_lbfgs_with_scipys_defaults(k, x0):
+    # scipy's method name and defaults (line search c1 = 1e-3, ftol = factr * eps): the
+    # same stopping test, so about the same iterations as scipy's L-BFGS-B
+    func = PY_FUNCTIONS[k]
+    res = run("L-BFGS-B", x0, k)
+    ref = so.minimize(func.fun, np.array(x0), jac=func.grad, method="L-BFGS-B")
+    assert res.success and ref.success, (res.message, ref.message)
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-3)
+    assert abs(res.fun - ref.fun) <= 1e-6 * max(1.0, abs(ref.fun))
+    assert abs(res.nit - ref.nit) <= max(3, 0.15 * ref.nit), (res.nit, ref.nit)
+
+
+def test_l_bfgs_b_tol_sets_ftol_and_gtol_as_in_scipy():
+    x0 = [-1.2, 1.0]
+    default = run("L-BFGS-B", x0, ROSENBROCK)
+    tight = run("L-BFGS-B", x0, ROSENBROCK, tol=1e-14)
+    assert default.status == Status.FTOL
+    assert tight.nit > default.nit and tight.fun < default.fun
+    lbfgs = run("lbfgs", x0, ROSENBROCK, options={"c1": 1e-3, "ftol": 1e-14, "gtol": 1e-14})
+    np.testing.assert_array_equal(tight.x, lbfgs.x)
+
+
+@pytest.mark.parametrize("bounds", [[(None, None), (None, None)],
+                                    so.Bounds([-np.inf, -np.inf], [np.inf, np.inf])])
+def test_l_bfgs_b_takes_bounds_that_bound_nothing(bounds):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = run("L-BFGS-B", [-1.2, 1.0], ROSENBROCK, bounds=bounds)
+    assert res.success
+
+
+@pytest.mark.parametrize("bounds", [[(0.0, 2.0), (None, None)], so.Bounds(-1.0, 1.0)])
+def test_l_bfgs_b_refuses_bounds_it_cannot_keep(bounds):
+    with pytest.raises(ValueError, match="bounds"):
+        run("L-BFGS-B", [-1.2, 1.0], ROSENBROCK, bounds=bounds)
+
+
+def test_maxcor_is_scipys_name_for_m():
+    x0 = [-1.2, 1.0] * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        aliased = run("lbfgs", x0, ROSENBROCK, options={"maxcor": 3})
+    np.testing.assert_array_equal(aliased.x, run("lbfgs", x0, ROSENBROCK, options={"m": 3}).x)
+    assert aliased.hess_inv.sk.shape == (3, 6)
+    with pytest.raises(ValueError, match="'maxcor' and 'm'"):
+        run("lbfgs", x0, ROSENBROCK, options={"maxcor": 3, "m": 5})
+
+
+@pytest.mark.parametrize(("x0", "maxiter"), [([-1.2, 1.0], 3), ([-1.2, 1.0], 15),
+                                             ([-1.2, 1.0, -1.2, 1.0, -1.2], 8),
+                                             ([-1.2, 1.0, -1.2, 1.0, -1.2], 1000)])
+def test_bfgs_hess_inv_is_scipys(x0, maxiter):
+    res = run("bfgs", x0, ROSENBROCK, options={"maxiter": maxiter})
+    ref = so.minimize(so.rosen, np.array(x0), jac=so.rosen_der, method="BFGS",
+                      options={"maxiter": maxiter})
+    assert res.nit == ref.nit
+    # the last updates of a converged run divide by y's of 1e-6 relative precision
+    rtol = 1e-8 if res.status == Status.MAXITER else 0.05
+    scale = np.max(np.abs(ref.hess_inv))
+    np.testing.assert_allclose(res.hess_inv, ref.hess_inv, rtol=0, atol=rtol * scale)
+
+
+def test_bfgs_hess_inv_before_any_iteration_is_the_identity():
+    res = run("bfgs", [1.0, 1.0], ROSENBROCK)
+    assert res.nit == 0
+    np.testing.assert_array_equal(res.hess_inv, np.eye(2))
+
+
+@pytest.mark.parametrize("maxiter", [0, 3, 25])
+def test_lbfgs_hess_inv_holds_the_last_steps_and_gradient_changes(maxiter):
+    # A NumPy reference from the iterates: s_k = x_{k+1} - x_k, y_k = g_{k+1} - g_k,
+    # the last min(nit, m) of them, oldest first (no pair is skipped on this run).
+    x0 = [-1.2, 1.0, -1.2, 1.0, -1.2]
+    res = run("lbfgs", x0, ROSENBROCK, options={"maxiter": maxiter, "gtol": 0.0,
+                                                "history": True})
+    assert isinstance(res.hess_inv, so.LbfgsInvHessProduct)
+    xs = res.x_history
+    gs = np.array([rosenbrock.grad(x) for x in xs])
+    kept = min(res.nit, 10)
+    assert res.hess_inv.sk.shape == (kept, 5) and res.nit == maxiter
+    S = np.diff(xs, axis=0)[len(xs) - 1 - kept:]
+    Y = np.diff(gs, axis=0)[len(xs) - 1 - kept:]
+    np.testing.assert_allclose(res.hess_inv.sk, S, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(res.hess_inv.yk, Y, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["bfgs", "lbfgs"])
+def test_batch_best_has_the_hess_inv_of_its_single_run(method):
+    X0 = np.random.default_rng(3).uniform(-2.0, 2.0, size=(20, 3))
+    best = run_batch(method, X0, ROSENBROCK).best()
+    single = run(method, X0[best.index], ROSENBROCK)
+    if method == "bfgs":
+        np.testing.assert_array_equal(best.hess_inv, single.hess_inv)
+    else:
+        np.testing.assert_array_equal(best.hess_inv.sk, single.hess_inv.sk)
+        np.testing.assert_array_equal(best.hess_inv.yk, single.hess_inv.yk)
+
+
 @pytest.mark.parametrize("method", ["bfgs", "lbfgs"])
 def test_armijo_line_search_option(method):
     res = run(method, [-1.2, 1.0], ROSENBROCK, options={"line_search": "armijo"})

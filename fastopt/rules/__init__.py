@@ -14,6 +14,7 @@ from .quasi_newton import (
     BFGS_RULE,
     GD_LINE_SEARCH_RULE,
     LBFGS_RULE,
+    LBFGSB_RULE,
     bfgs_advance,
     gd_line_search_advance,
     lbfgs_advance,
@@ -35,6 +36,7 @@ RULES = {
     "damped-newton": DAMPED_NEWTON_RULE,
     "bfgs": BFGS_RULE,
     "lbfgs": LBFGS_RULE,
+    "l-bfgs-b": LBFGSB_RULE,  # scipy's name; bounds are not supported
 }
 
 __all__ = [

@@ -18,6 +18,10 @@ A rule that evaluates the objective itself (line searches, Newton) gives instead
 Either may be paired with ``init(state, hyper)`` (NumPy), which fills fresh
 state of shape ``(N, n_state, d)`` beyond its zero start.
 
+A quasi-Newton rule also gives ``inverse_hessian(state, hyper, step)`` (NumPy): its
+approximation of the inverse Hessian from one start's final ``state``, returned as
+scipy's ``res.hess_inv`` (an ndarray for BFGS, a ``LbfgsInvHessProduct`` for L-BFGS).
+
 ``hyper`` is one float64 row in the order of ``hyperparameters`` (booleans as
 0.0/1.0), so a batch holds an ``(N, n_hyper)`` matrix and every start may use its
 own values. ``hyper[0]`` is the learning rate for rules that have one: the
@@ -51,6 +55,11 @@ class Rule(NamedTuple):
     with_line_search: object = None
     uses_line_search: bool = False  # the rule reads controls[LINE_SEARCH] itself
     default_line_search: str = None  # e.g. "strong-wolfe" for BFGS
+    inverse_hessian: Callable = None  # inverse_hessian(state, hyper, step) -> res.hess_inv
+    # Stopping options whose defaults differ from minimize's for this method (scipy's
+    # L-BFGS-B: ftol, maxiter), and the options ``tol`` sets (scipy: gtol; L-BFGS-B: both).
+    loop_defaults: dict = None
+    tol_sets: tuple = ("gtol",)
 
 
 def check_range(name, value, low, high=np.inf, low_inclusive=True, high_inclusive=False):

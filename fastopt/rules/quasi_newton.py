@@ -44,6 +44,7 @@ optax: ``optax.lbfgs(memory_size=m)`` (with its zoom line search);
 """
 
 import numpy as np
+from scipy.optimize import LbfgsInvHessProduct
 
 from .. import status as st
 from .._jit import inlined, kernel, takes_functions
@@ -278,6 +279,37 @@ def gd_line_search_advance(fg, hess, args, x, f, g, state, hyper, controls, coun
 
 
 # ---------------------------------------------------------------------------------
+# The final approximation, as scipy returns it in ``res.hess_inv``.
+def bfgs_inverse_hessian(state, hyper, step):
+    """BFGS's :math:`H_k` after the last iteration, shape (d, d) (scipy's ``hess_inv``).
+
+    The identity if no iteration was taken, as scipy's :math:`H_0`.
+    """
+    d = state.shape[1]
+    if step == 0:
+        return np.eye(d)
+    return state[:d].copy()
+
+
+def lbfgs_inverse_hessian(state, hyper, step):
+    r"""The kept pairs as scipy's ``LbfgsInvHessProduct`` (L-BFGS-B's ``hess_inv``).
+
+    Rows ``sk[i]``, ``yk[i]`` are the stored pairs :math:`(s, y)`, oldest first. As
+    scipy's, the operator applies the two-loop recursion from :math:`H^0 = I` (the
+    iterations themselves scale it by :math:`\gamma_k`); ``.todense()`` gives the matrix.
+    """
+    d = state.shape[1]
+    m = int(hyper[2])
+    area = state[2 * m + 3:].reshape(-1)
+    newest = int(area[3 * m])
+    count = int(area[3 * m + 1]) if step > 0 else 0
+    rows = (newest - count + 1 + np.arange(count)) % m
+    if count == 0:
+        return LbfgsInvHessProduct(np.empty((0, d)), np.empty((0, d)))
+    return LbfgsInvHessProduct(state[rows].copy(), state[m + rows].copy())
+
+
+# ---------------------------------------------------------------------------------
 def _check_wolfe_constants(v):
     c1 = np.asarray(v["c1"])
     c2 = np.asarray(v["c2"])
@@ -310,6 +342,7 @@ BFGS_RULE = Rule(
     has_lr=False,
     uses_line_search=True,
     default_line_search="strong-wolfe",
+    inverse_hessian=bfgs_inverse_hessian,
 )
 
 LBFGS_RULE = Rule(
@@ -324,6 +357,16 @@ LBFGS_RULE = Rule(
     scalar_only=("m",),
     uses_line_search=True,
     default_line_search="strong-wolfe",
+    inverse_hessian=lbfgs_inverse_hessian,
+)
+
+# scipy's minimize(method="L-BFGS-B") without bounds: the same rule (and compiled loops)
+# with L-BFGS-B's defaults: its line search's c1 = 1e-3, ftol = factr * eps = 1e7 * eps,
+# maxiter 15000, and ``tol`` setting both ftol and gtol.
+LBFGSB_RULE = LBFGS_RULE._replace(
+    defaults={**LBFGS_RULE.defaults, "c1": 1e-3},
+    loop_defaults={"ftol": 1e7 * EPS, "maxiter": 15000},
+    tol_sets=("ftol", "gtol"),
 )
 
 GD_LINE_SEARCH_RULE = Rule(
