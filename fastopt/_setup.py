@@ -179,7 +179,7 @@ def _parse(method, options, tol, d, n_starts):
 
     loop = {}
     for name, default in {**LOOP_DEFAULTS, **(rule.loop_defaults or {})}.items():
-        value = options.get(name, default)
+        value = options.get(name, default(d) if callable(default) else default)
         if name in rule.tol_sets and name not in options and tol is not None:
             value = tol
         loop[name] = _numeric(name, value, n_starts)

@@ -53,9 +53,9 @@ def minimize(fun, x0, args=(), method=DEFAULT_METHOD, jac=None, hess=None, hessp
         Python every iteration.
     options : dict, optional
         The rule's hyperparameters by torch.optim's names (``lr``, ``momentum``,
-        ``betas``, ...) and ``maxiter`` (10000), ``gtol`` (1e-5, infinity norm of
-        the gradient), ``xtol`` (0 = off, infinity norm of the step), ``ftol``
-        (0 = off, relative change in f), ``schedule`` (a ``fastopt.schedules``
+        ``betas``, ...) and ``maxiter`` (10000; BFGS: 200 d, as scipy), ``gtol``
+        (1e-5, infinity norm of the gradient), ``xtol`` (0 = off, infinity norm of
+        the step), ``ftol`` (0 = off, relative change in f), ``schedule`` (a ``fastopt.schedules``
         schedule), ``clip_value``, ``clip_norm``, ``finite_diff_rel_step``,
         ``history`` (True, or k to keep every k-th iterate), ``return_all`` (scipy's:
         ``res.allvecs``, every iterate), ``disp``. Second-order rules take ``damping``

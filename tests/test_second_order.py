@@ -20,7 +20,8 @@ from fastopt import Status
 from fastopt import linalg as la
 from fastopt import linesearch as ls
 from fastopt import status as st
-from fastopt._layout import N_COUNTERS
+from fastopt._layout import FTOL, MAXITER, N_COUNTERS
+from fastopt._setup import parse
 from fastopt.functions import (
     beale,
     beale_fun,
@@ -413,6 +414,14 @@ def test_l_bfgs_b_is_lbfgs_with_scipys_defaults(k, x0):
     np.testing.assert_allclose(res.x, ref.x, atol=1e-3)
     assert abs(res.fun - ref.fun) <= 1e-6 * max(1.0, abs(ref.fun))
     assert abs(res.nit - ref.nit) <= max(3, 0.15 * ref.nit), (res.nit, ref.nit)
+
+
+@pytest.mark.parametrize(("method", "d", "maxiter", "ftol"), [
+    ("bfgs", 3, 600, 0.0), ("BFGS", 10, 2000, 0.0), ("lbfgs", 3, 10_000, 0.0),
+    ("L-BFGS-B", 3, 15_000, 1e7 * np.finfo(float).eps)])
+def test_stopping_defaults_are_scipys_for_scipys_methods(method, d, maxiter, ftol):
+    controls = parse(method, None, None, d).controls[0]
+    assert controls[MAXITER] == maxiter and controls[FTOL] == ftol
 
 
 def test_l_bfgs_b_tol_sets_ftol_and_gtol_as_in_scipy():

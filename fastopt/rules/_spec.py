@@ -56,8 +56,9 @@ class Rule(NamedTuple):
     uses_line_search: bool = False  # the rule reads controls[LINE_SEARCH] itself
     default_line_search: str = None  # e.g. "strong-wolfe" for BFGS
     inverse_hessian: Callable = None  # inverse_hessian(state, hyper, step) -> res.hess_inv
-    # Stopping options whose defaults differ from minimize's for this method (scipy's
-    # L-BFGS-B: ftol, maxiter), and the options ``tol`` sets (scipy: gtol; L-BFGS-B: both).
+    # Stopping options whose defaults differ from minimize's for this method, as scipy's
+    # (BFGS: maxiter 200 d, a function of d; L-BFGS-B: ftol, maxiter), and the options
+    # ``tol`` sets (scipy: gtol; L-BFGS-B: both).
     loop_defaults: dict = None
     tol_sets: tuple = ("gtol",)
 

@@ -332,6 +332,12 @@ def _validate_gd(v):
 
 _WOLFE_DEFAULTS = {"c1": 1e-4, "c2": 0.9}
 
+
+def _scipy_bfgs_maxiter(d):
+    """scipy's BFGS default: 200 iterations per dimension."""
+    return 200 * d
+
+
 BFGS_RULE = Rule(
     name="bfgs",
     hyperparameters=("c1", "c2"),
@@ -343,6 +349,7 @@ BFGS_RULE = Rule(
     uses_line_search=True,
     default_line_search="strong-wolfe",
     inverse_hessian=bfgs_inverse_hessian,
+    loop_defaults={"maxiter": _scipy_bfgs_maxiter},
 )
 
 LBFGS_RULE = Rule(
