@@ -7,6 +7,7 @@ BFGS and L-BFGS are run without ``hess`` (passing one would build a second
 objective and a second compile).
 """
 
+import importlib
 import warnings
 
 import numba
@@ -736,6 +737,27 @@ def test_a_hessian_raising_in_the_portable_loop_is_raised_with_its_message(run_i
             fastopt.minimize_batch(shifted_square_fg, [[-3.0], [-2.0]], **kwargs)
     if run_in == "minimize":
         assert ran_portable == [True]  # raised from the portable run: no specialized loop
+
+
+def _undefined_beyond_five(x):
+    if x[0] > 5.0:
+        raise ValueError("objective undefined beyond 5")
+    return (x[0] - 10.0) ** 2 + (x[1] - 10.0) ** 2
+
+
+@pytest.mark.parametrize("method, options", [("bfgs", {}), ("L-BFGS-B", {}),
+                                             ("gd", {"line_search": "armijo", "lr": 0.1})])
+def test_an_objective_raising_in_a_line_search_is_raised_from_the_portable_run(
+        method, options, monkeypatch):
+    # A failed search steps back to x_k, but not once the objective raised: x stays
+    # where it did, so the error is raised from there, without compiling the loop
+    # specialized for the objective (seconds, the first time) to rerun and find it.
+    minimize_module = importlib.import_module("fastopt.minimize")
+    specialized = []
+    monkeypatch.setattr(minimize_module, "make_loop", lambda *a: specialized.append(a))
+    with pytest.raises(ValueError, match="objective undefined beyond 5"):
+        fastopt.minimize(_undefined_beyond_five, [0.0, 1.0], method=method, options=options)
+    assert specialized == []
 
 
 @numba.njit

@@ -48,7 +48,7 @@ from scipy.optimize import LbfgsInvHessProduct
 
 from .. import status as st
 from .._jit import inlined, kernel, takes_functions
-from .._layout import FD_STEP, LINE_SEARCH, STATUS, STEP
+from .._layout import FD_STEP, LINE_SEARCH, RAISED, STATUS, STEP
 from ..linalg import bfgs_inverse_update, dot, lbfgs_new_pair, lbfgs_two_loop
 from ..linesearch import accepts_first_trial, line_search, search_from_trial, trial
 from ._spec import Rule, check_range
@@ -133,9 +133,10 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
         if ok:
             break
     if not ok:
-        for i in range(d):
-            x[i] = xk[i]
-            g[i] = gk[i]
+        if counters[RAISED] == 0:  # else the portable loop's fg raised: x stays where it did
+            for i in range(d):
+                x[i] = xk[i]
+                g[i] = gk[i]
         counters[STATUS] = st.LINE_SEARCH_FAILED if f_new - f_new == 0.0 else st.DIVERGED
         return f
     counters[STEP] += 1
@@ -224,9 +225,10 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
         if ok:
             break
     if not ok:
-        for i in range(d):
-            x[i] = xk[i]
-            g[i] = gk[i]
+        if counters[RAISED] == 0:  # else the portable loop's fg raised: x stays where it did
+            for i in range(d):
+                x[i] = xk[i]
+                g[i] = gk[i]
         flat[3 * m] = newest
         flat[3 * m + 1] = count
         counters[STATUS] = st.LINE_SEARCH_FAILED if f_new - f_new == 0.0 else st.DIVERGED
@@ -269,9 +271,10 @@ def gd_line_search_advance(fg, hess, args, x, f, g, state, hyper, controls, coun
                                    dphi0, hyper[0], hyper[1], hyper[2], BFGS_XTOL, BFGS_STPMIN,
                                    BFGS_STPMAX, BFGS_MAXFEV)
     if not ok:
-        for i in range(d):
-            x[i] = xk[i]
-            g[i] = gk[i]
+        if counters[RAISED] == 0:  # else the portable loop's fg raised: x stays where it did
+            for i in range(d):
+                x[i] = xk[i]
+                g[i] = gk[i]
         counters[STATUS] = st.LINE_SEARCH_FAILED if f_new - f_new == 0.0 else st.DIVERGED
         return f
     counters[STEP] += 1
