@@ -7,9 +7,10 @@ they would let LLVM assume away the NaN/inf values that signal divergence, and
 would reassociate sums, breaking bit-for-bit reproducibility.
 
 * ``kernel`` -- leaf kernels that take no function arguments: cached on disk
-  for calls from Python, and inlined at the numba-IR level into compiled
-  callers (``inline="always"``). At small d numba's call boundary (reference
-  counting of every array argument) costs ~40 ns, ten times a 2-D update.
+  (outside the package folder, see :class:`PackageCache`) for calls from Python,
+  and inlined at the numba-IR level into compiled callers (``inline="always"``).
+  At small d numba's call boundary (reference counting of every array argument)
+  costs ~40 ns, ten times a 2-D update.
 * ``parallel_kernel`` -- multithreaded kernels (``prange``), cached, not inlined.
 * ``driver`` -- the loops, built per (rule, objective) by ``fastopt.loop.make_loop``
   and ``fastopt.block.make_block_loop``; they close over the user's functions
@@ -39,14 +40,49 @@ from pathlib import Path
 import numba
 import numba.core.types
 import numba.extending
-from numba.core.caching import FunctionCache
+from numba.core.caching import (
+    CompileResultCacheImpl,
+    FunctionCache,
+    InTreeCacheLocator,
+    UserProvidedCacheLocator,
+    UserWideCacheLocator,
+)
 
 _COMMON = {"nogil": True, "error_model": "numpy"}
 
-kernel = numba.njit(cache=True, inline="always", **_COMMON)
-parallel_kernel = numba.njit(cache=True, parallel=True, **_COMMON)
 driver = numba.njit(**_COMMON)
 inlined = numba.njit(inline="always", **_COMMON)
+
+
+class _OutOfTreeCacheImpl(CompileResultCacheImpl):
+    # numba's order, with the user-wide directory before the source's own __pycache__
+    _locator_classes = [UserProvidedCacheLocator, UserWideCacheLocator, InTreeCacheLocator]
+
+
+class PackageCache(FunctionCache):
+    """numba's on-disk cache for fastopt's own functions, kept out of the package folder.
+
+    In ``NUMBA_CACHE_DIR`` if it is set, else in the user-wide cache directory
+    (``~/.cache/numba`` on Linux), as numba does for a read-only install; never, as
+    numba's default would, in ``__pycache__`` next to the installed sources. Files
+    there are not pip's: ``pip uninstall`` leaves them, and the folder left behind in
+    site-packages is then imported as an empty namespace package that hides a later
+    editable install (``pip install .`` then ``pip install -e .``).
+    """
+
+    _impl_class = _OutOfTreeCacheImpl
+
+
+def _cached(**options):
+    def decorate(py_func):
+        dispatcher = numba.njit(**options, **_COMMON)(py_func)
+        dispatcher._cache = PackageCache(py_func)  # what ``cache=True`` does, elsewhere
+        return dispatcher
+    return decorate
+
+
+kernel = _cached(inline="always")
+parallel_kernel = _cached(parallel=True)
 
 
 def _package_source_hash():
@@ -59,7 +95,7 @@ def _package_source_hash():
 PACKAGE_SOURCE_HASH = _package_source_hash()
 
 
-class ClosureCache(FunctionCache):
+class ClosureCache(PackageCache):
     """numba's on-disk cache for a closure, keyed by ``key`` instead of its cells.
 
     numba keys a cached closure by its cells pickled, and a dispatcher pickles with

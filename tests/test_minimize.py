@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -348,8 +349,19 @@ print(len(run_start.stats.cache_hits), len(run_start.stats.cache_misses))
 """
 
 
+def _package_cache_files():
+    package = Path(fastopt.__file__).parent
+    return {(path, path.stat().st_mtime_ns) for pattern in ("*.nbi", "*.nbc")
+            for path in package.rglob(pattern)}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG_CACHE_HOME is Linux's")
 def test_portable_loop_loads_from_the_disk_cache_in_a_new_process(tmp_path):
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    # Without NUMBA_CACHE_DIR, fastopt caches in the user-wide cache directory, never in
+    # the package folder (files pip does not own there outlive ``pip uninstall``).
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    in_package = _package_cache_files()
 
     def run():
         out = subprocess.run([sys.executable, "-c", PORTABLE_CACHE_SCRIPT], env=env,
@@ -358,6 +370,8 @@ def test_portable_loop_loads_from_the_disk_cache_in_a_new_process(tmp_path):
 
     assert run() == ["0", "1"]  # compiled and saved
     assert run() == ["1", "0"]  # a new process, a new user function: loaded
+    assert any((tmp_path / "numba").rglob("*.nbi"))
+    assert _package_cache_files() == in_package
 
 
 @pytest.mark.parametrize(
