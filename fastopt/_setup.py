@@ -11,7 +11,7 @@ import numpy as np
 from scipy.optimize import OptimizeWarning
 
 from . import _layout as L
-from .objective import CENTRAL, DEFAULT_REL_STEP
+from .objective import CENTRAL, DEFAULT_REL_STEP, FORWARD
 from .rules import RULES, Rule
 from .schedules import as_schedule
 
@@ -112,7 +112,7 @@ def _numeric(name, value, n_starts):
 _PARSED = {}
 
 
-def parse(method, options, tol, d, n_starts=None):
+def parse(method, options, tol, d, n_starts=None, jac=None):
     """Validate ``options`` for ``method``; ``n_starts`` is None for a single start.
 
     Single-start setups with hashable options are memoized (a warm ``minimize`` call
@@ -123,7 +123,7 @@ def parse(method, options, tol, d, n_starts=None):
     if n_starts is None and (options is None or isinstance(options, dict)):
         try:
             # types too: 1 == 1.0 == True, but not every option takes each of them
-            key = (method, type(tol), tol, d,
+            key = (method, type(tol), tol, d, _forward(jac),
                    tuple([(k, type(v), v) for k, v in sorted((options or {}).items())]))
             hash(key)
         except TypeError:
@@ -131,7 +131,7 @@ def parse(method, options, tol, d, n_starts=None):
     if key is not None and key in _PARSED:
         setup, unknown = _PARSED[key]
     else:
-        setup, unknown = _parse(method, options, tol, d, n_starts)
+        setup, unknown = _parse(method, options, tol, d, n_starts, jac)
         if key is not None:
             if len(_PARSED) > 1024:
                 _PARSED.clear()
@@ -142,7 +142,11 @@ def parse(method, options, tol, d, n_starts=None):
     return setup
 
 
-def _parse(method, options, tol, d, n_starts):
+def _forward(jac):
+    return isinstance(jac, str) and jac == FORWARD
+
+
+def _parse(method, options, tol, d, n_starts, jac):
     rule = get_rule(method)
     if options is None:
         options = {}
@@ -179,8 +183,10 @@ def _parse(method, options, tol, d, n_starts):
 
     loop = {}
     for name, default in {**LOOP_DEFAULTS, **(rule.loop_defaults or {})}.items():
-        value = options.get(name, default(d) if callable(default) else default)
-        if name in rule.tol_sets and name not in options and tol is not None:
+        value = options.get(name)
+        if value is None:  # absent, or None: scipy's "the default"
+            value = default(d) if callable(default) else default
+        if name in rule.tol_sets and options.get(name) is None and tol is not None:
             value = tol
         loop[name] = _numeric(name, value, n_starts)
     for name in ("gtol", "xtol", "ftol", "clip_value", "clip_norm"):
@@ -200,7 +206,8 @@ def _parse(method, options, tol, d, n_starts):
         if schedule.kind != 0 and not rule.has_lr:
             raise ValueError(f"Invalid schedule: method {method!r} has no learning rate")
     rel_step = options.get("finite_diff_rel_step")
-    rel_step = DEFAULT_REL_STEP[CENTRAL] if rel_step is None else rel_step
+    if rel_step is None:  # scipy's: sqrt(eps) for forward differences, eps**(1/3) central
+        rel_step = DEFAULT_REL_STEP[FORWARD if _forward(jac) else CENTRAL]
     rel_step = _numeric("finite_diff_rel_step", rel_step, n_starts)
     if np.any(~(rel_step > 0)):
         raise ValueError("Invalid finite_diff_rel_step: expected a value > 0")

@@ -356,3 +356,26 @@ def bfgs_inverse_update(H, s, y, work):
         for j in range(d):
             H[i, j] += c * s[i] * s[j] - rho * (work[i] * s[j] + s[i] * work[j])
     return True
+
+
+# The per-iteration checks below are boolean reductions: LLVM vectorizes them, while a
+# float reduction (a sum or a max) would be a serial chain, since fastopt never lets
+# LLVM reassociate floating-point arithmetic. At d = 1000 this halves the loop's cost.
+
+
+@kernel
+def all_abs_le(v, tol):
+    """``max|v_i| <= tol`` (False if any element is NaN)."""
+    ok = True
+    for i in range(v.size):
+        ok &= abs(v[i]) <= tol
+    return ok
+
+
+@kernel
+def all_abs_diff_le(a, b, tol):
+    """``max|a_i - b_i| <= tol``."""
+    ok = True
+    for i in range(a.size):
+        ok &= abs(a[i] - b[i]) <= tol
+    return ok

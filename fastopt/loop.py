@@ -43,6 +43,7 @@ from ._layout import (
     XTOL,
 )
 from .clipping import clip_by_norm, clip_by_value
+from .linalg import all_abs_diff_le, all_abs_le
 from .objective import (
     call_native_fg,
     calls_by_address,
@@ -51,28 +52,6 @@ from .objective import (
     no_hess_compiled,
 )
 from .schedules import scheduled_lr
-
-# The per-iteration checks below are boolean reductions: LLVM vectorizes them, while a
-# float reduction (a sum or a max) would be a serial chain, since fastopt never lets
-# LLVM reassociate floating-point arithmetic. At d = 1000 this halves the loop's cost.
-
-
-@kernel
-def all_abs_le(v, tol):
-    """``max|v_i| <= tol`` (False if any element is NaN)."""
-    ok = True
-    for i in range(v.size):
-        ok &= abs(v[i]) <= tol
-    return ok
-
-
-@kernel
-def all_abs_diff_le(a, b, tol):
-    """``max|a_i - b_i| <= tol``."""
-    ok = True
-    for i in range(a.size):
-        ok &= abs(a[i] - b[i]) <= tol
-    return ok
 
 
 @kernel

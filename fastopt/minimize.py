@@ -17,7 +17,7 @@ from .objective import prepare, run_with_fallback
 MAX_STEPS = np.iinfo(np.int64).max
 
 
-def minimize(fun, x0, args=(), method=DEFAULT_METHOD, jac=None, hess=None, hessp=None, bounds=None,
+def minimize(fun, x0, args=(), method=None, jac=None, hess=None, hessp=None, bounds=None,
              constraints=(), tol=None, callback=None, options=None):
     """Minimize a scalar function of one or more variables, as ``scipy.optimize.minimize``.
 
@@ -31,9 +31,11 @@ def minimize(fun, x0, args=(), method=DEFAULT_METHOD, jac=None, hess=None, hessp
         Starting point.
     args : tuple
         Extra arguments passed to ``fun``, ``jac`` and ``hess``.
-    method : str
+    method : str, optional
         ``"sgd"`` (``"gd"``), ``"adagrad"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``,
-        and the second-order rules (see ``fastopt.rules.RULES``).
+        and the second-order rules (see ``fastopt.rules.RULES``). None (the default) is
+        ``"adam"``, where scipy's is BFGS (or, with bounds or constraints, a method
+        that obeys them: fastopt then raises a ``ValueError``).
     jac : callable, bool or None
         ``jac(x, *args) -> ndarray (d,)``; ``True`` if ``fun`` returns ``(f, g)``;
         None (or ``"3-point"``) for central finite differences evaluated inside the
@@ -83,19 +85,27 @@ def minimize(fun, x0, args=(), method=DEFAULT_METHOD, jac=None, hess=None, hessp
     (True, 3.0)
     """
     if hessp is not None:
-        warnings.warn(f"Method {method} does not use Hessian-vector product information (hessp).",
+        warnings.warn(f"Method {method or DEFAULT_METHOD} does not use Hessian-vector product "
+                      "information (hessp).",
                       RuntimeWarning, stacklevel=2)
     if bounds is not None and _names_lbfgsb(method) and not _unbounded(bounds):
         raise ValueError("bounds: fastopt's 'L-BFGS-B' is L-BFGS without bounds; for a "
                          "bounded problem use scipy.optimize.minimize(method='L-BFGS-B')")
-    if (bounds is not None and not _unbounded(bounds)) or (constraints is not None
-                                                            and len(constraints) > 0):
-        warnings.warn(f"Method {method} cannot handle constraints nor bounds.", RuntimeWarning,
-                      stacklevel=2)
+    bounded = bounds is not None and not _unbounded(bounds)
+    constrained = constraints is not None and not (isinstance(constraints, (list, tuple))
+                                                   and len(constraints) == 0)
+    if method is None and (bounded or constrained):  # scipy would pick a method that obeys them
+        raise ValueError(f"{'constraints' if constrained else 'bounds'}: fastopt's methods are "
+                         "unconstrained, and without a method scipy would pick "
+                         f"{'SLSQP' if constrained else 'L-BFGS-B'}; use scipy.optimize.minimize "
+                         "for a constrained or bounded problem")
+    if bounded or constrained:
+        warnings.warn(f"Method {method or DEFAULT_METHOD} cannot handle constraints nor bounds.",
+                      RuntimeWarning, stacklevel=2)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable; got {type(callback).__name__}")
     x0 = as_points(x0, "x0", batch=False)
-    setup = parse(method, options, tol, x0.size)
+    setup = parse(method, options, tol, x0.size, jac=jac)
     objective, args = prepare(fun, x0, args, jac, hess, setup.rule.needs_hess)
     work = run_with_fallback(
         objective, lambda obj, call: _minimize(x0, setup, obj, args, callback, call))
@@ -199,7 +209,7 @@ def _run_with_callback(work, loop, args, callback, call, seen):
             x = work.X[0].copy()
             try:
                 if wants_result:
-                    callback(OptimizeResult(x=x, fun=float(work.F[0])))
+                    callback(intermediate_result=OptimizeResult(x=x, fun=float(work.F[0])))
                 else:
                     callback(x)
             except StopIteration:

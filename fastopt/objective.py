@@ -19,6 +19,7 @@ source allows, rewritten to write into the loop's buffer (:mod:`fastopt.rewrite`
 """
 
 import functools
+import re
 import types
 import warnings
 from collections.abc import Callable
@@ -760,14 +761,26 @@ def _validate(fun, jac_fun, hess, mode, x0, args):
     """
     try:
         return True, _probe(fun, jac_fun, hess, mode, x0, args, compile_first=True)
-    except NumbaError as exc:
+    except Exception as exc:  # noqa: BLE001 - numba's, or the user's: Python tells which
+        # numba refuses more than NumbaError says: a bound method, a callable instance or
+        # a functools.partial (TypeError), an argument of a type it cannot handle
+        # (ValueError). If the functions run in Python, the error was numba's.
         _probe(fun, jac_fun, hess, mode, x0, args, compile_first=False)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         warnings.warn(
             "fastopt could not compile the objective with numba, so it runs at Python "
-            f"speed (numba said: {reason}). Decorate it with @numba.njit, or make it "
-            "numba-compatible, for full speed.",
+            f"speed (numba said: {_numba_reason(exc)}). Decorate it with @numba.njit (and "
+            "any Python function it calls), or make it numba-compatible, for full speed.",
             PythonSpeedWarning,
             stacklevel=4,
         )
         return False, GENERAL_RETURNS
+
+
+def _numba_reason(exc):
+    """The line of numba's error that says why, not which compiler pass failed."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # numba's highlighting
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    reason = lines[1] if lines[0].startswith("Failed in") and len(lines) > 1 else lines[0]
+    return reason.rstrip(".")

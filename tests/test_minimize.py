@@ -1,5 +1,6 @@
 """fastopt.minimize: scipy's interface, statuses, the seeds' experiments, bad input."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
+import scipy.optimize as so
 from ctrl_c import ENDLESS_RUN_SCRIPT, interrupted
 from problems import quadratic, quadratic_grad, quadratic_minimizer, undefined_for_positive_x
 from scipy.optimize import OptimizeResult, OptimizeWarning
@@ -188,6 +190,21 @@ def test_callback_receives_iterates_and_can_stop():
                            callback=xs.append, options={"lr": 0.01, "maxiter": 7, "gtol": 0})
     assert len(xs) == 7 and res.nit == 7
     np.testing.assert_array_equal(xs[-1], res.x)
+    keyword_only = []  # scipy passes intermediate_result by keyword
+
+    def callback_by_keyword(*, intermediate_result):
+        keyword_only.append(intermediate_result.x)
+
+    fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="gd",
+                     callback=callback_by_keyword, options={"lr": 0.01, "maxiter": 3})
+    assert len(keyword_only) == 3
+
+
+def test_options_of_none_take_the_default_as_in_scipy():
+    default = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="bfgs")
+    nones = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="bfgs",
+                             options={"maxiter": None, "gtol": None})
+    assert (nones.nit, nones.status) == (default.nit, default.status)
 
 
 def test_schedule_and_clipping_change_the_trajectory():
@@ -218,6 +235,59 @@ def test_python_function_numba_cannot_compile_still_works():
         res = fastopt.minimize(fun, np.zeros(2), args=(Box(),), method="adam",
                                options={"lr": 0.05, "maxiter": 5000})
     np.testing.assert_allclose(res.x, 1.0, atol=1e-4)
+
+
+class _Model:
+    """A scipy user's class-based objective."""
+
+    center = 3.0
+
+    def loss(self, x):
+        return float(np.sum((x - self.center) ** 2))
+
+    def __call__(self, x):
+        return self.loss(x)
+
+
+_MODEL = _Model()
+
+
+def _shifted_square(x, center):
+    return float(np.sum((x - center) ** 2))
+
+
+def _calls_a_python_helper(x):
+    return _shifted_square(x, 3.0)
+
+
+@pytest.mark.parametrize("make_kwargs, reason", [
+    (lambda: {"fun": _Model().loss}, "not a function"),  # a bound method
+    (lambda: {"fun": _Model()}, "not a function"),  # a callable instance
+    (lambda: {"fun": functools.partial(_shifted_square, center=3.0)}, "not a function"),
+    (lambda: {"fun": lambda x, model=_MODEL: model.loss(x)}, "Cannot determine Numba type"),
+    (lambda: {"fun": _calls_a_python_helper}, "Untyped global name '_shifted_square'"),
+    (lambda: (lambda memo: {"fun": memo, "jac": memo.derivative})(
+        so._optimize.MemoizeJac(lambda x: (_shifted_square(x, 3.0), 2.0 * (x - 3.0)))),
+     "not a function"),
+], ids=["bound method", "callable instance", "partial", "object default", "helper", "MemoizeJac"])
+def test_callables_numba_refuses_run_in_python_as_scipy_runs_them(make_kwargs, reason):
+    # numba compiles plain functions only; anything scipy takes still runs, and the
+    # warning says numba's reason, not which of its passes failed
+    kwargs = make_kwargs()
+    with pytest.warns(fastopt.PythonSpeedWarning, match=reason):
+        res = fastopt.minimize(x0=np.zeros(2), method="BFGS", **kwargs)
+    expected = so.minimize(x0=np.zeros(2), method="BFGS", **kwargs)
+    assert res.success
+    np.testing.assert_allclose(res.x, expected.x, atol=1e-6)
+
+
+def test_a_callable_whose_python_raises_raises_the_users_error():
+    class Broken:
+        def __call__(self, x):
+            raise KeyError("from the user's code")
+
+    with pytest.raises(KeyError, match="from the user's code"):
+        fastopt.minimize(Broken(), np.zeros(2), method="BFGS")
 
 
 def test_second_call_does_not_recompile(specialize_from_second_call):
@@ -448,8 +518,20 @@ def test_bounds_warn_like_scipy():
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, bounds=[(0, 1)] * 2,
-                         options={"maxiter": 1})
-    assert any("cannot handle constraints nor bounds" in str(w.message) for w in record)
+                         method="adam", options={"maxiter": 1})
+    assert any("Method adam cannot handle constraints nor bounds" in str(w.message)
+               for w in record)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"bounds": [(0, 1)] * 2}, "bounds: .* scipy would pick L-BFGS-B"),
+    ({"constraints": [{"type": "eq", "fun": lambda x: x[0] - x[1]}]}, "constraints: .* SLSQP"),
+    ({"constraints": so.LinearConstraint(np.ones((1, 2)), 0.0, 1.0)}, "constraints"),
+])
+def test_bounds_or_constraints_without_a_method_raise(kwargs, match):
+    # scipy's default method obeys them; fastopt's would ignore them and report success
+    with pytest.raises(ValueError, match=match):
+        fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, **kwargs)
 
 
 @pytest.mark.parametrize(("method", "option"), [

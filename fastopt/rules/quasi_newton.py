@@ -48,8 +48,8 @@ from scipy.optimize import LbfgsInvHessProduct
 
 from .. import status as st
 from .._jit import inlined, kernel, takes_functions
-from .._layout import FD_STEP, LINE_SEARCH, RAISED, STATUS, STEP
-from ..linalg import bfgs_inverse_update, dot, lbfgs_new_pair, lbfgs_two_loop
+from .._layout import FD_STEP, GTOL, LINE_SEARCH, RAISED, STATUS, STEP
+from ..linalg import all_abs_le, bfgs_inverse_update, dot, lbfgs_new_pair, lbfgs_two_loop
 from ..linesearch import accepts_first_trial, line_search, search_from_trial, trial
 from ._spec import Rule, check_range
 
@@ -143,7 +143,8 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     for i in range(d):
         p[i] = alpha * p[i]  # s_k
         gk[i] = g[i] - gk[i]  # y_k
-    if bfgs_inverse_update(H, p, gk, work):
+    # scipy stops before its update once max|g_{k+1}| <= gtol: so does res.hess_inv
+    if not all_abs_le(g, controls[GTOL]) and bfgs_inverse_update(H, p, gk, work):
         n_updates += 1.0
     scalars[0] = f
     scalars[1] = n_updates
