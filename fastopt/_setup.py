@@ -4,6 +4,7 @@ Shared by :func:`fastopt.minimize` (one start) and :func:`fastopt.minimize_batch
 (N starts, where every numeric option may be an array of shape ``(N,)``).
 """
 
+import difflib
 import warnings
 from typing import NamedTuple
 
@@ -63,8 +64,12 @@ def get_rule(method):
         raise TypeError(f"method must be a string; got {type(method).__name__}")
     key = method.lower()
     if key not in RULES:
-        hint = f" (a scipy method fastopt does not have: {_SCIPY_ONLY[key]})" \
-            if key in _SCIPY_ONLY else ""
+        if key in _SCIPY_ONLY:
+            hint = f" (a scipy method fastopt does not have: {_SCIPY_ONLY[key]})"
+        else:
+            close = difflib.get_close_matches(key.strip().replace("_", "-"), RULES, n=1,
+                                              cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"Unknown method {method!r}{hint}; expected one of {sorted(RULES)}")
     return RULES[key]
 

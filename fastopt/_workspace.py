@@ -109,7 +109,7 @@ class Workspace:
         run_in_threads(lambda first, end: run(*launch_args, first, end), n_tasks, threads, stop)
         return native is not None  # ``native`` owns the code at run_args[0] until here
 
-    def raise_where_it_raised(self, objective):
+    def raise_where_it_raised(self, objective, args):
         """After a portable loop counted an exception of the objective (``counters[:,
         RAISED]``), raise it: ``objective.fg`` (and for a Newton rule ``objective.hess``)
         evaluated from Python where the run stopped, on the start's row or every row of
@@ -119,7 +119,7 @@ class Workspace:
         rows = [row for first in np.flatnonzero(self.counters[:, L.RAISED])
                 for row in range(first, min(n, first + self.rows_per_task))]
         raise_where_it_raised(objective.fg, self.X[rows], self.controls[rows, L.FD_STEP],
-                              objective.hess if self.needs_hess else None)
+                              objective.hess if self.needs_hess else None, args)
 
     def history_rows(self, i):
         """Rows of start ``i``'s history that were filled (iterations 0, k, 2k, ...)."""

@@ -142,7 +142,7 @@ def minimize_batch(fun, X0, args=(), method=DEFAULT_METHOD, jac=None, hess=None,
         if portable and work.counters[:, L.RAISED].any():
             # the objective raised inside the portable loop: raise it from where it did,
             # else rerun where it propagates
-            work.raise_where_it_raised(form)
+            work.raise_where_it_raised(form, args)
             work = Workspace(as_points(starts, "X0", batch=True), setup)
             call.again()
             work.run_all(setup, form, args, MAX_STEPS, workers, compile_with=call, portable=False)

@@ -66,7 +66,7 @@ from ._layout import (
 )
 from .clipping import clip_by_norm, clip_by_value
 from .loop import STOP_CHECK_STEPS, called_update
-from .objective import call_block, calls_by_address, compile_native, native_caller
+from .objective import EMPTY_ARGS, call_block, calls_by_address, compile_native, native_caller
 from .schedules import scheduled_lr
 
 MAX_BLOCK_DIM = 64  # above this the per-start loop vectorizes over d and is as fast
@@ -122,8 +122,9 @@ def block_loop_for(rule, objective, args, d, compile_with, portable=True):
     """
     if portable and calls_by_address(objective, args):
         native = compile_with(native_evaluate, objective.fg, objective.block_fun,
-                              objective.lane_views, _fixed_dim(d))
-        return make_block_loop(rule, objective, d, portable=True), (native.address,), native
+                              objective.lane_views, _fixed_dim(d), numba.typeof(args))
+        return (make_block_loop(rule, objective, d, portable=True), ((native.address,), args),
+                native)
     return make_block_loop(rule, objective, d), args, None
 
 
@@ -172,26 +173,28 @@ call_native_evaluate = native_caller(NATIVE_EVALUATE_ARGUMENTS)
 
 @kernel
 def evaluate_by_address(args, Xb, Gb, Fb, mask, controls, counters, lo, xbuf, gbuf, Gs, Fs):
-    """The portable loop's ``evaluate``: ``args[0]`` is a :func:`native_evaluate` address.
+    """The portable loop's ``evaluate``: ``args`` is ``((address,), the user's args)``, the
+    address that of a :func:`native_evaluate`.
 
     False when the objective raised (the caller stops, leaving the block's points where
     it raised; see :func:`fastopt.objective.raise_where_it_raised`).
     """
     d, B = Xb.shape
-    ok, _ = call_native_evaluate(args[0], (Xb, Gb, Fb, mask, controls, counters, xbuf, gbuf,
-                                           Gs, Fs, d, B, lo, controls.shape[0],
-                                           controls.shape[1], counters.shape[1]))
+    ok, _ = call_native_evaluate(args[0][0], (Xb, Gb, Fb, mask, controls, counters, xbuf, gbuf,
+                                              Gs, Fs, d, B, lo, controls.shape[0],
+                                              controls.shape[1], counters.shape[1]), args[1])
     return ok
 
 
 @functools.lru_cache(maxsize=256)
-def native_evaluate(fg, block_fun, lane_views, fixed_dim=0):
-    """:func:`make_evaluate`'s ``evaluate`` (no extra ``args``) as a native function,
-    compiled for blocks of ``fixed_dim`` rows if it is not 0."""
+def native_evaluate(fg, block_fun, lane_views, fixed_dim=0, args_type=EMPTY_ARGS):
+    """:func:`make_evaluate`'s ``evaluate`` as a native function, for extra args of numba
+    type ``args_type``, compiled for blocks of ``fixed_dim`` rows if it is not 0."""
     evaluate = make_evaluate(fg, block_fun, lane_views)
 
     def evaluate_native(X_ptr, G_ptr, F_ptr, mask_ptr, controls_ptr, counters_ptr, xbuf_ptr,
-                        gbuf_ptr, Gs_ptr, Fs_ptr, d, B, lo, rows, n_controls, n_counters):
+                        gbuf_ptr, Gs_ptr, Fs_ptr, d, B, lo, rows, n_controls, n_counters,
+                        args):
         d = fixed_dim if fixed_dim > 0 else d
         Xb = numba.carray(X_ptr, (d, B))
         Gb = numba.carray(G_ptr, (d, B))
@@ -203,10 +206,10 @@ def native_evaluate(fg, block_fun, lane_views, fixed_dim=0):
         gbuf = numba.carray(gbuf_ptr, (d,))
         Gs = numba.carray(Gs_ptr, (d, B))
         Fs = numba.carray(Fs_ptr, (B,))
-        evaluate((), Xb, Gb, Fb, mask, controls, counters, lo, xbuf, gbuf, Gs, Fs)
+        evaluate(args, Xb, Gb, Fb, mask, controls, counters, lo, xbuf, gbuf, Gs, Fs)
         return 0.0
 
-    return compile_native(evaluate_native, NATIVE_EVALUATE_ARGUMENTS)
+    return compile_native(evaluate_native, (*NATIVE_EVALUATE_ARGUMENTS, args_type))
 
 
 @inlined

@@ -22,7 +22,7 @@ def _parser():
     p.add_argument("--function", default="rosenbrock", choices=sorted(FUNCTIONS))
     p.add_argument("--dim", type=int, default=2, help="dimension (ignored for fixed-d functions)")
     p.add_argument("--starts", type=int, default=10_000, help="number of random starts")
-    p.add_argument("--method", default="adam", choices=sorted(RULES))
+    p.add_argument("--method", default="adam", choices=sorted(RULES), type=str.lower)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the rule's)")
     p.add_argument("--maxiter", type=int, default=10_000)
     p.add_argument("--gtol", type=float, default=1e-6)

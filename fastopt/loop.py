@@ -22,6 +22,7 @@ Per iteration ``k`` (from ``x_k`` with value ``f_k`` and gradient ``g_k``):
 
 import functools
 
+import numba
 import numpy as np
 
 from . import status as st
@@ -107,14 +108,15 @@ def stop_check_steps(rule, d):
 
 @kernel
 def call_fg_address(x, g, args, fd_step, counters):
-    """The portable loop's objective: ``args[0]`` is a :func:`fastopt.objective.native_fg` address.
+    """The portable loop's objective: ``args`` is ``(addresses, the user's args)``,
+    ``addresses[0]`` that of a :func:`fastopt.objective.native_fg`.
 
     An exception it raises is counted in ``counters[RAISED]`` and the value is NaN,
     so the loop stops, leaving ``x`` where it was raised; the caller evaluates the
     objective there again from Python, where the exception propagates with its message
     (:func:`fastopt.objective.raise_where_it_raised`).
     """
-    ok, f = call_native_fg(args[0], (x, g, counters, x.size, fd_step))
+    ok, f = call_native_fg(args[0][0], (x, g, counters, x.size, fd_step), args[1])
     if not ok:
         counters[RAISED] += 1
         f = np.nan
@@ -123,25 +125,27 @@ def call_fg_address(x, g, args, fd_step, counters):
 
 @kernel
 def call_hess_address(x, H, args, fd_step, counters):
-    """The portable loop's Hessian: ``args[1]`` is a :func:`fastopt.objective.native_hess`
+    """The portable loop's Hessian: ``args[0][1]`` is a :func:`fastopt.objective.native_hess`
     address. If it raises, ``H`` is NaN (the Newton rules stop there, ``x`` unmoved), and
     the exception is counted as :func:`call_fg_address` counts the objective's."""
-    ok, _ = call_native_fg(args[1], (x, H, counters, x.size, fd_step))
+    ok, _ = call_native_fg(args[0][1], (x, H, counters, x.size, fd_step), args[1])
     if not ok:
         counters[RAISED] += 1
         H[:, :] = np.nan
 
 
-def portable_natives(rule, objective, compile_with=None):
-    """The compiled functions a portable loop of ``rule`` calls for ``objective``, and the
-    ``args`` to pass it: ``((native_fg, [native_hess]), (addresses...))``. Keep the first
-    while the loop runs: it owns the code at the addresses. ``compile_with(native_fg, fg)``
-    compiles (default: a plain call)."""
-    compile_with = compile_with or (lambda make, function: make(function))
-    natives = (compile_with(native_fg, objective.fg),)
+def portable_natives(rule, objective, args, compile_with=None):
+    """The compiled functions a portable loop of ``rule`` calls for ``objective`` and the
+    extra ``args``, and the ``args`` to pass the loop: ``((native_fg, [native_hess]),
+    ((addresses...), args))``. Keep the first while the loop runs: it owns the code at
+    the addresses. ``compile_with(native_fg, fg, args_type)`` compiles (default: a plain
+    call)."""
+    compile_with = compile_with or (lambda make, *arguments: make(*arguments))
+    args_type = numba.typeof(args)
+    natives = (compile_with(native_fg, objective.fg, args_type),)
     if rule.needs_hess:
-        natives += (compile_with(native_hess, objective.hess),)
-    return natives, tuple(native.address for native in natives)
+        natives += (compile_with(native_hess, objective.hess, args_type),)
+    return natives, (tuple(native.address for native in natives), args)
 
 
 def make_loop(rule, objective, history=False, d=1, portable=False):
@@ -209,8 +213,8 @@ def loop_for(rule, objective, args, history, d):
         else:  # a new pair has run 0 s: portable
             # the user's functions called as they are: inlined copies, or a rewritten
             # gradient, would cost compile time, which is what this loop saves
-            natives, addresses = portable_natives(rule, objective.plain or objective)
-            return make_loop(rule, objective, history, d, portable=True), addresses, natives
+            natives, loop_args = portable_natives(rule, objective.plain or objective, args)
+            return make_loop(rule, objective, history, d, portable=True), loop_args, natives
     return make_loop(rule, objective, history, d), args, None
 
 
@@ -232,8 +236,8 @@ def batch_loop_for(rule, objective, args, history, d, compile_with, portable=Tru
     specialized loop's time at 100 x 1000, the same bits).
     """
     if portable and calls_by_address(objective, args):
-        natives, addresses = portable_natives(rule, objective, compile_with)
-        return make_loop(rule, objective, history, d, portable=True)[1], addresses, natives
+        natives, loop_args = portable_natives(rule, objective, args, compile_with)
+        return make_loop(rule, objective, history, d, portable=True)[1], loop_args, natives
     return make_loop(rule, objective, history, d)[1], args, None
 
 

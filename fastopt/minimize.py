@@ -146,7 +146,7 @@ def _minimize(x0, setup, objective, args, callback, call):
         # iterations equal the portable run's up to the raise: the callback sees the
         # iterations after those it has seen.
         seen = int(work.counters[0, L.NIT])
-        work.raise_where_it_raised(objective)
+        work.raise_where_it_raised(objective, args)
         loop = make_loop(setup.rule, objective, history, x0.size)
         call.again()
         work = _run(x0, setup, loop, args, callback, call, seen)[0]

@@ -488,9 +488,21 @@ def launches_parallel_code(*functions, depth=4):
 
 
 def calls_by_address(objective, args):
-    """Whether a portable loop can call ``objective`` by address: compiled by numba,
-    without extra ``args`` (the native signature is fixed)."""
-    return objective.compiled and len(args) == 0 and not numba.config.DISABLE_JIT
+    """Whether a portable loop can call ``objective`` by address: compiled by numba, with
+    extra ``args`` (if any) that are plain data (see :func:`plain_data`)."""
+    return objective.compiled and plain_data(args) and not numba.config.DISABLE_JIT
+
+
+def plain_data(value):
+    """Numbers, NumPy arrays of numbers, and tuples of them: the extra ``args`` a portable
+    loop passes through to the objective by value. Their numba types are part of the loop's
+    signature, under which numba caches it on disk; other objects (lists, dicts, jitclass
+    instances) run in the loop specialized for the objective."""
+    if isinstance(value, tuple):
+        return all(plain_data(item) for item in value)
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "biufc" and value.ndim > 0
+    return isinstance(value, (bool, int, float, complex, np.bool_, np.number))
 
 
 class NativeFunction(NamedTuple):
@@ -517,9 +529,11 @@ def compile_native(py_func, argument_types):
 
 
 def native_caller(argument_types):
-    """An intrinsic ``call(address, arguments) -> (ok, value)`` for native functions of
-    ``argument_types``: ``arguments`` is a tuple whose arrays (C-contiguous) are passed as
-    pointers to their data, the other values as they are. ``ok`` is False when the
+    """An intrinsic ``call(address, arguments, args) -> (ok, value)`` for native functions
+    of ``argument_types`` and the user's extra ``args``: ``arguments`` is a tuple whose
+    arrays (C-contiguous) are passed as pointers to their data, the other values as they
+    are; then ``args``, a tuple passed as one argument of its numba type (the function's
+    last parameter, which it hands to the user's functions). ``ok`` is False when the
     function raised (its return status, read instead of propagated); ``value`` is then
     meaningless. A Python exception (raised in the function's ``numba.objmode`` code) is
     cleared: the caller calls the function again where it propagates. Arguments of other types
@@ -528,7 +542,7 @@ def native_caller(argument_types):
     argument_types = tuple(argument_types)
 
     @intrinsic
-    def call(typingctx, address, arguments):
+    def call(typingctx, address, arguments, args):
         passed = tuple(numba.types.CPointer(t.dtype) if isinstance(t, numba.types.Array) else t
                        for t in arguments)
         contiguous = all(t.layout == "C" for t in arguments if isinstance(t, numba.types.Array))
@@ -536,21 +550,23 @@ def native_caller(argument_types):
             raise numba.core.errors.TypingError(
                 f"native call with arguments {passed}, expected {argument_types}")
         signature = numba.types.Tuple((numba.types.boolean, numba.types.float64))(
-            address, arguments)
+            address, arguments, args)
+        parameter_types = (*argument_types, args)
 
         def codegen(context, builder, signature, llvm_args):
-            address_value, tuple_value = llvm_args
+            address_value, tuple_value, args_value = llvm_args
             values = []
             for i, argument_type in enumerate(signature.args[1]):
                 value = builder.extract_value(tuple_value, i)
                 if isinstance(argument_type, numba.types.Array):
                     value = context.make_array(argument_type)(context, builder, value).data
                 values.append(value)
+            values.append(args_value)
             function_type = context.call_conv.get_function_type(numba.types.float64,
-                                                                argument_types)
+                                                                parameter_types)
             function = builder.inttoptr(address_value, function_type.as_pointer())
             status, value = context.call_conv.call_function(
-                builder, function, numba.types.float64, argument_types, values)
+                builder, function, numba.types.float64, parameter_types, values)
             with builder.if_then(status.is_python_exc, likely=False):
                 python = context.get_python_api(builder)
                 gil = python.gil_ensure()
@@ -564,47 +580,49 @@ def native_caller(argument_types):
 
 
 _POINTER = numba.types.CPointer
-# fg as a native function for the portable loop: (x, g, counters, d, fd_step) -> f, x, g and
-# counters pointers to the start's rows. Its type is the same for every objective.
+# fg as a native function for the portable loop: (x, g, counters, d, fd_step, args) -> f, x, g
+# and counters pointers to the start's rows. Its type is the same for every objective, but
+# for the last parameter: the type of the user's extra args.
 NATIVE_FG_ARGUMENTS = (_POINTER(numba.types.float64), _POINTER(numba.types.float64),
                        _POINTER(numba.types.int64), numba.types.intp, numba.types.float64)
 call_native_fg = native_caller(NATIVE_FG_ARGUMENTS)
+EMPTY_ARGS = numba.typeof(())
 
 
 @functools.lru_cache(maxsize=256)
-def native_fg(fg):
-    """``fg`` (of an objective without extra ``args``) as a :class:`NativeFunction`.
+def native_fg(fg, args_type=EMPTY_ARGS):
+    """``fg`` as a :class:`NativeFunction`, for extra args of numba type ``args_type``.
 
     The portable loop (:func:`fastopt.loop.make_loop` with ``portable=True``) calls
-    it with ``call_native_fg(address, (x, g, counters, x.size, fd_step))``, so that
-    loop is compiled once and cached on disk, and a new objective costs only this
-    small compile (~0.1 s instead of ~1.3 s for the loop built around the objective).
+    it with ``call_native_fg(address, (x, g, counters, x.size, fd_step), args)``, so that
+    loop is compiled once per type of ``args`` and cached on disk, and a new objective
+    costs only this small compile (~0.1 s instead of 1-8 s for the loop built around it).
     """
-    def fg_native(x_ptr, g_ptr, counters_ptr, d, fd_step):
+    def fg_native(x_ptr, g_ptr, counters_ptr, d, fd_step, args):
         x = numba.carray(x_ptr, (d,))
         g = numba.carray(g_ptr, (d,))
         counters = numba.carray(counters_ptr, (N_COUNTERS,))
-        return fg(x, g, (), fd_step, counters)
+        return fg(x, g, args, fd_step, counters)
 
-    return compile_native(fg_native, NATIVE_FG_ARGUMENTS)
+    return compile_native(fg_native, (*NATIVE_FG_ARGUMENTS, args_type))
 
 
 @functools.lru_cache(maxsize=256)
-def native_hess(hess):
-    """``hess`` (of an objective without extra ``args``) as a :class:`NativeFunction` of
-    the same type as :func:`native_fg`'s: ``(x, H, counters, d, fd_step) -> 0.0``, ``H``
-    a pointer to the C-contiguous (d, d) Hessian it writes."""
-    def hess_native(x_ptr, h_ptr, counters_ptr, d, fd_step):
+def native_hess(hess, args_type=EMPTY_ARGS):
+    """``hess`` as a :class:`NativeFunction` of the same type as :func:`native_fg`'s:
+    ``(x, H, counters, d, fd_step, args) -> 0.0``, ``H`` a pointer to the C-contiguous
+    (d, d) Hessian it writes."""
+    def hess_native(x_ptr, h_ptr, counters_ptr, d, fd_step, args):
         x = numba.carray(x_ptr, (d,))
         H = numba.carray(h_ptr, (d, d))
         counters = numba.carray(counters_ptr, (N_COUNTERS,))
-        hess(x, H, (), fd_step, counters)
+        hess(x, H, args, fd_step, counters)
         return 0.0
 
-    return compile_native(hess_native, NATIVE_FG_ARGUMENTS)
+    return compile_native(hess_native, (*NATIVE_FG_ARGUMENTS, args_type))
 
 
-def raise_where_it_raised(fg, points, fd_steps, hess=None):
+def raise_where_it_raised(fg, points, fd_steps, hess=None, args=()):
     """Evaluate ``fg`` from Python at ``points``, where a portable loop's call raised.
 
     A call by address (:func:`native_caller`) learns that the objective raised, not
@@ -616,16 +634,17 @@ def raise_where_it_raised(fg, points, fd_steps, hess=None):
     objective whose exceptions depend on more than ``x``), or if ``fg`` does not compile
     on its own: the caller then reruns in that specialized loop. ``fg`` is the form that
     loop evaluates, so an error this raises is one the rerun would raise. ``hess``: the
-    Hessian a Newton rule's portable loop evaluated too, called after ``fg`` at each point.
+    Hessian a Newton rule's portable loop evaluated too, called after ``fg`` at each point;
+    ``args`` the user's extra arguments.
     """
     counters = np.zeros(N_COUNTERS, dtype=np.int64)
     for x, fd_step in zip(points, fd_steps, strict=True):
         try:
             g = np.empty(len(x))
-            f = fg(np.array(x, dtype=np.float64), g, (), float(fd_step), counters)
+            f = fg(np.array(x, dtype=np.float64), g, args, float(fd_step), counters)
             # the loops evaluate the Hessian only at a point where f and g are finite
             if hess is not None and np.isfinite(f) and np.all(np.isfinite(g)):
-                hess(np.array(x, dtype=np.float64), np.empty((len(x), len(x))), (),
+                hess(np.array(x, dtype=np.float64), np.empty((len(x), len(x))), args,
                      float(fd_step), counters)
         except NumbaError:  # numba's, compiling fg: the user's functions never raise these
             return

@@ -145,7 +145,7 @@ def test_an_exception_in_a_portable_loop_stops_the_batch_where_it_was_raised(his
     assert np.all(work.counters[ran:, L.STATUS] == st.NOT_STARTED)
     assert np.all(work.counters[:ran, L.STATUS] != st.NOT_STARTED)
     with pytest.raises(ValueError, match="objective undefined for positive x"):
-        work.raise_where_it_raised(objective)
+        work.raise_where_it_raised(objective, args)
 
 
 def test_an_exception_in_a_portable_batch_is_raised_without_the_specialized_loop(monkeypatch):

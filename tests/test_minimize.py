@@ -458,6 +458,8 @@ def test_portable_loop_loads_from_the_disk_cache_in_a_new_process(tmp_path):
         ({"method": "nope"}, ValueError, "Unknown method"),
         ({"method": "Nelder-Mead"}, ValueError, "a scipy method .* derivative-free"),
         ({"method": "Newton-CG"}, ValueError, "nearest are 'newton' and 'damped-newton'"),
+        ({"method": "damped_newton"}, ValueError, "did you mean 'damped-newton'"),
+        ({"method": "L-BFGS"}, ValueError, "did you mean 'lbfgs'"),
         ({"options": {"return_all": True, "history": 10}}, ValueError, "history"),
         ({"method": 3}, TypeError, "method"),
         ({"jac": 5}, TypeError, "jac"),
@@ -549,7 +551,7 @@ def test_cli_main_job_prints_table(capsys):
     from fastopt.cli import main
 
     assert main(["--function", "sphere", "--dim", "3", "--starts", "200", "--maxiter", "500",
-                 "--method", "adam", "--lr", "0.05"]) == 0
+                 "--method", "Adam", "--lr", "0.05"]) == 0  # any case, as minimize
     out = capsys.readouterr().out
     assert "best f" in out and "converged" in out and "100.0%" in out
     assert main(["--starts", "0"]) == 2

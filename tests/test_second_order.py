@@ -731,6 +731,57 @@ def test_first_calls_run_the_portable_loop_bit_identical_to_the_specialized_one(
     assert first.nit > 10
 
 
+@pytest.mark.parametrize("method", ["bfgs", "L-BFGS-B", "damped-newton", "adam"])
+def test_extra_args_run_the_portable_loop_bit_identical_to_the_specialized_one(
+        method, specialize_from_second_call, ran_portable):
+    # scipy-style args of plain data are passed through the portable loop to the
+    # objective (and Hessian) by value: no loop is compiled around a new objective
+    options = {"maxiter": 300, "lr": 1e-2} if method == "adam" else {"maxiter": 300}
+    first = run(method, [-1.2, 1.0, 0.5], ROSENBROCK, options=options)
+    second = run(method, [-1.2, 1.0, 0.5], ROSENBROCK, options=options)
+    assert ran_portable == [True, False]
+    np.testing.assert_array_equal(first.x, second.x)
+    for key in ("fun", "nit", "nfev", "njev", "status"):
+        assert first[key] == second[key], key
+    assert first.nit > 10
+
+
+@pytest.mark.filterwarnings("ignore::numba.NumbaPendingDeprecationWarning")  # reflected list
+def test_extra_args_that_are_not_plain_data_run_the_specialized_loop(ran_portable):
+    res = fastopt.minimize(lambda x, c: (x[0] - c[0]) ** 2 + (x[1] - c[1]) ** 2, [0.0, 0.0],
+                           args=([1.0, 2.0],), method="bfgs")  # a list: reflected by numba
+    np.testing.assert_allclose(res.x, [1.0, 2.0], atol=1e-6)
+    assert ran_portable == [False]
+
+
+def _undefined_beyond(x, limit):
+    if x[0] > limit:
+        raise ValueError("objective undefined beyond the limit")
+    return (x[0] - 10.0) ** 2
+
+
+def test_an_objective_with_args_raising_in_the_portable_loop_is_raised(monkeypatch):
+    # raised from Python with the same args, without a loop compiled for the objective
+    from fastopt._workspace import Workspace
+
+    specialized = []
+    monkeypatch.setattr(importlib.import_module("fastopt.minimize"), "make_loop",
+                        lambda *a: specialized.append(a))
+    run_all = Workspace.run_all
+
+    def recording_run_all(self, *args, **kwargs):
+        if not kwargs.get("portable", True):
+            specialized.append("batch")
+        return run_all(self, *args, **kwargs)
+
+    monkeypatch.setattr(Workspace, "run_all", recording_run_all)
+    with pytest.raises(ValueError, match="undefined beyond the limit"):
+        fastopt.minimize(_undefined_beyond, [0.0], args=(5.0,), method="bfgs")
+    with pytest.raises(ValueError, match="undefined beyond the limit"):
+        fastopt.minimize_batch(_undefined_beyond, [[0.0], [1.0]], args=(5.0,), method="bfgs")
+    assert specialized == []
+
+
 def _hessian_undefined_for_x0_above_one(x):
     if x[0] > 1.0:
         raise ValueError("hessian undefined above 1")
@@ -821,7 +872,13 @@ from fastopt.rules import RULES
 def fun(x):
     return ((x - 1.0) ** 2).sum()
 
+def fun_of_data(x, scale, center):  # plain Python, scipy-style args
+    return scale * np.sum((x - center) ** 2)
+
 res = fastopt.minimize(fun, np.zeros(3), method="bfgs")
+with_args = fastopt.minimize(fun_of_data, np.zeros(3), args=(2.0, np.full(3, 3.0)),
+                             method="bfgs")
+assert np.allclose(with_args.x, 3.0)
 run_start = make_loop(RULES["bfgs"], prepare(fun, np.zeros(3), ())[0], portable=True)[0]
 stats = run_start.stats
 print(res.status, sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
@@ -831,6 +888,7 @@ print(res.status, sum(stats.cache_hits.values()), sum(stats.cache_misses.values(
 def test_a_new_objectives_first_bfgs_call_loads_its_loop_from_the_disk_cache(tmp_path):
     # The portable BFGS loop calls line searches that take the objective as an argument:
     # they must not embed the address of a Python object (numba then refuses to cache).
+    # With scipy-style extra args of plain data, the loop compiled for their types loads.
     import os
     import subprocess
     import sys
@@ -843,8 +901,9 @@ def test_a_new_objectives_first_bfgs_call_loads_its_loop_from_the_disk_cache(tmp
         assert out.returncode == 0, out.stderr[-2000:]
         return out.stdout.split()
 
-    assert run() == ["0", "0", "1"]  # compiled, and saved
-    assert run() == ["0", "1", "0"]  # loaded
+    # one loop per type of the extra args: (), and (float, 1-D array)
+    assert run() == ["0", "0", "2"]  # compiled, and saved
+    assert run() == ["0", "2", "0"]  # loaded
 
 
 # --- bad input and failures ----------------------------------------------------------
