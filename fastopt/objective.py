@@ -34,7 +34,7 @@ from numba.extending import intrinsic, is_jitted, overload
 from ._jit import driver, inlined
 from ._layout import N_COUNTERS, NFEV, NHEV, NJEV
 from .rewrite import gradient_in_place
-from .snapshot import current_version, values_read
+from .snapshot import current_version, global_names, values_read
 
 CENTRAL, FORWARD, JAC, FUN_AND_JAC = "3-point", "2-point", "jac", "fun_and_jac"
 JAC_IN_PLACE = "jac_in_place"  # jac rewritten to write into g (fastopt.rewrite); not a user mode
@@ -419,7 +419,56 @@ def _compile(f):
 
 @functools.lru_cache(maxsize=256)
 def _compile_cached(f):
-    return numba.njit(f)
+    return numba.njit(with_compiled_helpers(f))
+
+
+def with_compiled_helpers(f):
+    """``f`` reading compiled versions of the plain Python functions it calls.
+
+    numba compiles a call only to a function it knows: a plain helper read from the
+    globals or a closure (``def fun(x): return model(x, data)``) fails to type, and the
+    objective would run at Python speed. This copy of ``f`` reads, instead of each such
+    helper, the helper compiled the same way (recursively; numba's error, if it cannot
+    be, leaves the objective in Python). Each helper is taken as the version of it that
+    reads the values it reads now (:func:`fastopt.snapshot.current_version`), which
+    ``f``'s own version key covers (``_value_key`` of a function includes them).
+    """
+    if not isinstance(f, types.FunctionType) or f.__code__ in _HELPERS_IN_PROGRESS:
+        return f  # (recursion: left to numba, whose error leaves the objective in Python)
+    _HELPERS_IN_PROGRESS.add(f.__code__)
+    try:
+        return _with_compiled_helpers(f)
+    finally:
+        _HELPERS_IN_PROGRESS.discard(f.__code__)
+
+
+_HELPERS_IN_PROGRESS = set()  # code objects whose helpers are being compiled
+
+
+def _with_compiled_helpers(f):
+    names = [name for name in global_names(f.__code__)
+             if isinstance(f.__globals__.get(name), types.FunctionType)]
+    cells = f.__closure__ or ()
+    helper_cells = [i for i, cell in enumerate(cells)
+                    if isinstance(_cell_contents(cell), types.FunctionType)]
+    if not names and not helper_cells:
+        return f
+    namespace = dict(f.__globals__)
+    for name in names:
+        namespace[name] = _compile(current_version(namespace[name]))
+    closure = tuple(types.CellType(_compile(current_version(cell.cell_contents)))
+                    if i in helper_cells else cell for i, cell in enumerate(cells)) or None
+    copy = types.FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, closure)
+    copy.__kwdefaults__ = f.__kwdefaults__
+    copy.__qualname__ = f.__qualname__
+    return copy
+
+
+def _cell_contents(cell):
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
 
 
 @functools.lru_cache(maxsize=256)
@@ -801,5 +850,5 @@ def _numba_reason(exc):
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
-    reason = lines[1] if lines[0].startswith("Failed in") and len(lines) > 1 else lines[0]
-    return reason.rstrip(".")
+    reasons = [line for line in lines if not line.startswith("Failed in")] or lines
+    return reasons[0].rstrip(".")

@@ -16,8 +16,9 @@ and values reuses what the last one compiled. When any of them changed it is a n
 object, compiled afresh with the new values. Arrays are compared by content (a hash
 of their bytes), numbers by value; modules, functions and other objects by identity.
 
-Not covered: values read through an attribute (``config.target``) or an object, and
-values changed while a run is under way. ``@numba.njit`` functions are the user's own
+The values the plain functions it calls read count too (fastopt compiles those helpers
+with it). Not covered: values read through an attribute (``config.target``) or an
+object, and values changed while a run is under way. ``@numba.njit`` functions are the user's own
 compiled code, with numba's rules, and are left as they are. Data that changes between
 calls is best passed through ``args=``: the compiled code is then reused for any value.
 """
@@ -34,6 +35,7 @@ MAX_VERSIONS = 1024
 _VERSIONS = {}  # (id(code), id(globals), values key) -> version
 _GLOBAL_NAMES = {}  # id(code) -> (code, the global names it reads)
 _MAX_ITEMS = 64  # items of a tuple or list keyed by value; a longer one by identity
+MAX_HELPER_DEPTH = 4  # a helper's helpers... keyed by the values they read, this deep
 MISSING = object()  # a global name bound nowhere, or an empty closure cell
 
 
@@ -95,10 +97,18 @@ def global_names(code):
     return tuple(sorted(names))
 
 
-def _value_key(value):
-    """A hashable key equal for equal values (arrays: same dtype, shape and bytes)."""
+def _value_key(value, depth=0):
+    """A hashable key equal for equal values (arrays: same dtype, shape and bytes).
+
+    A plain function is keyed by identity and by the values it reads, down to
+    ``MAX_HELPER_DEPTH`` calls deep: fastopt compiles the helpers an objective calls
+    (:func:`fastopt.objective.with_compiled_helpers`), freezing what they read too.
+    """
     if value is MISSING:
         return ("missing",)
+    if isinstance(value, types.FunctionType) and depth < MAX_HELPER_DEPTH:
+        return ("function", id(value),
+                tuple(_value_key(item, depth + 1) for item in values_read(value)))
     if isinstance(value, (types.ModuleType, type)) or callable(value):
         return ("object", id(value))
     if isinstance(value, np.ndarray):
@@ -109,5 +119,5 @@ def _value_key(value):
     if isinstance(value, (bool, int, float, complex, str, bytes, type(None), np.generic)):
         return (type(value).__name__, repr(value))
     if isinstance(value, (tuple, list)) and len(value) <= _MAX_ITEMS:
-        return (type(value).__name__, tuple(_value_key(item) for item in value))
+        return (type(value).__name__, tuple(_value_key(item, depth) for item in value))
     return ("object", id(value))

@@ -256,8 +256,8 @@ def _shifted_square(x, center):
     return float(np.sum((x - center) ** 2))
 
 
-def _calls_a_python_helper(x):
-    return _shifted_square(x, 3.0)
+def _recursive(x, depth=2):
+    return float(np.sum((x - 3.0) ** 2)) if depth == 0 else _recursive(x, depth - 1)
 
 
 @pytest.mark.parametrize("make_kwargs, reason", [
@@ -265,11 +265,12 @@ def _calls_a_python_helper(x):
     (lambda: {"fun": _Model()}, "not a function"),  # a callable instance
     (lambda: {"fun": functools.partial(_shifted_square, center=3.0)}, "not a function"),
     (lambda: {"fun": lambda x, model=_MODEL: model.loss(x)}, "Cannot determine Numba type"),
-    (lambda: {"fun": _calls_a_python_helper}, "Untyped global name '_shifted_square'"),
+    (lambda: {"fun": _recursive}, "Untyped global name '_recursive'"),
     (lambda: (lambda memo: {"fun": memo, "jac": memo.derivative})(
         so._optimize.MemoizeJac(lambda x: (_shifted_square(x, 3.0), 2.0 * (x - 3.0)))),
      "not a function"),
-], ids=["bound method", "callable instance", "partial", "object default", "helper", "MemoizeJac"])
+], ids=["bound method", "callable instance", "partial", "object default", "recursive",
+        "MemoizeJac"])
 def test_callables_numba_refuses_run_in_python_as_scipy_runs_them(make_kwargs, reason):
     # numba compiles plain functions only; anything scipy takes still runs, and the
     # warning says numba's reason, not which of its passes failed
@@ -279,6 +280,38 @@ def test_callables_numba_refuses_run_in_python_as_scipy_runs_them(make_kwargs, r
     expected = so.minimize(x0=np.zeros(2), method="BFGS", **kwargs)
     assert res.success
     np.testing.assert_allclose(res.x, expected.x, atol=1e-6)
+
+
+HELPER_CENTER = 3.0
+
+
+def _helper(x):
+    return (x - HELPER_CENTER) ** 2
+
+
+def _calls_a_python_helper(x):
+    return float(np.sum(_helper(x)))
+
+
+def _closure_over_a_helper(scale):
+    def local_helper(x):
+        return scale * (x[0] - 1.0) ** 2 + (x[1] + 2.0) ** 2
+
+    return lambda x: local_helper(x)
+
+
+def test_plain_python_helpers_are_compiled_with_the_objective(monkeypatch):
+    # a scipy objective often calls a model function: numba compiles it too, and a
+    # global the helper reads is seen as it is at each call (as for the objective's own)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no PythonSpeedWarning
+        res = fastopt.minimize(_calls_a_python_helper, np.zeros(2), method="BFGS")
+        np.testing.assert_allclose(res.x, 3.0, atol=1e-6)
+        monkeypatch.setattr(sys.modules[__name__], "HELPER_CENTER", -1.0)
+        res = fastopt.minimize(_calls_a_python_helper, np.zeros(2), method="BFGS")
+        np.testing.assert_allclose(res.x, -1.0, atol=1e-6)
+        res = fastopt.minimize(_closure_over_a_helper(2.0), np.zeros(2), method="BFGS")
+        np.testing.assert_allclose(res.x, [1.0, -2.0], atol=1e-6)
 
 
 def test_a_callable_whose_python_raises_raises_the_users_error():
