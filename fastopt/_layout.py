@@ -28,4 +28,5 @@ SCHEDULE_A = 8
 SCHEDULE_B = 9
 SCHEDULE_C = 10
 LINE_SEARCH = 11  # 0 none, 1 strong Wolfe, 2 backtracking Armijo
-N_CONTROLS = 12
+MAXFUN = 12  # objective evaluations after which a start stops (inf = off)
+N_CONTROLS = 13

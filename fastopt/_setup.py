@@ -17,7 +17,7 @@ from .rules import RULES, Rule
 from .schedules import as_schedule
 
 LOOP_DEFAULTS = {"maxiter": 10_000, "gtol": 1e-5, "xtol": 0.0, "ftol": 0.0,
-                 "clip_value": 0.0, "clip_norm": 0.0}
+                 "clip_value": 0.0, "clip_norm": 0.0, "maxfun": np.inf}
 HISTORY_MAX_BYTES = 1 << 30
 OTHER_OPTIONS = ("schedule", "finite_diff_rel_step", "history", "history_max_bytes", "disp",
                  "line_search", "return_all")
@@ -201,6 +201,13 @@ def _parse(method, options, tol, d, n_starts, jac):
     maxiter = loop["maxiter"]
     if np.any(~(maxiter >= 0)) or np.any(maxiter != np.round(maxiter)):
         raise ValueError(f"Invalid maxiter: {options.get('maxiter')!r}; expected an integer >= 0")
+    maxfun = loop["maxfun"]
+    if np.any(~(maxfun >= 0)) or np.any(np.isfinite(maxfun) & (maxfun != np.round(maxfun))):
+        raise ValueError(f"Invalid maxfun: {options.get('maxfun')!r}; expected an integer >= 0")
+    if options.get("maxfun") is not None and rule.advance is None:
+        raise ValueError(f"Invalid maxfun: method {method!r} evaluates f a fixed number of "
+                         "times per iteration (once, or 1 + 2d with finite differences); "
+                         "use maxiter")
 
     schedule = as_schedule(options.get("schedule"))
     if rule.advance is not None:  # the rule evaluates f itself (line search, Newton)
@@ -229,6 +236,7 @@ def _parse(method, options, tol, d, n_starts, jac):
     controls[:, L.XTOL] = loop["xtol"]
     controls[:, L.FTOL] = loop["ftol"]
     controls[:, L.MAXITER] = maxiter
+    controls[:, L.MAXFUN] = maxfun
     controls[:, L.CLIP_VALUE] = loop["clip_value"]
     controls[:, L.CLIP_NORM] = loop["clip_norm"]
     controls[:, L.FD_STEP] = rel_step

@@ -11,7 +11,8 @@ or diverges costs the others nothing.
 
 Per iteration ``k`` (from ``x_k`` with value ``f_k`` and gradient ``g_k``):
 
-1. stop with ``GTOL`` if ``max|g_k| <= gtol``, ``MAXITER`` if ``k == maxiter``;
+1. stop with ``GTOL`` if ``max|g_k| <= gtol``, ``MAXITER`` if ``k == maxiter``,
+   ``MAXFUN`` if the objective has been evaluated more than ``maxfun`` times;
 2. clip the gradient (by value, then by norm) and set the scheduled learning rate;
 3. the rule's ``advance`` computes ``x_{k+1}``, ``f_{k+1}``, ``g_{k+1}``;
 4. if any of them is non-finite, restore ``x_k`` (the last finite point) and stop
@@ -33,7 +34,9 @@ from ._layout import (
     FD_STEP,
     FTOL,
     GTOL,
+    MAXFUN,
     MAXITER,
+    NFEV,
     NIT,
     RAISED,
     SCHEDULE_A,
@@ -302,6 +305,7 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False, cach
         xtol = controls[XTOL]
         ftol = controls[FTOL]
         maxiter = controls[MAXITER]
+        maxfun = controls[MAXFUN]
         clip_value = controls[CLIP_VALUE]
         clip_norm = controls[CLIP_NORM]
         schedule = int(controls[SCHEDULE_KIND])
@@ -316,6 +320,9 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False, cach
             nit = counters[NIT]
             if nit >= maxiter:
                 status = st.MAXITER
+                break
+            if counters[NFEV] > maxfun:
+                status = st.MAXFUN
                 break
             if steps >= max_steps:
                 break

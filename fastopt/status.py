@@ -23,6 +23,7 @@ class Status(IntEnum):
     FTOL = 5
     NOT_POSITIVE_DEFINITE = 6
     SINGULAR = 7
+    MAXFUN = 8
     CALLBACK = 99
 
 
@@ -37,6 +38,7 @@ XTOL = int(Status.XTOL)
 FTOL = int(Status.FTOL)
 NOT_POSITIVE_DEFINITE = int(Status.NOT_POSITIVE_DEFINITE)
 SINGULAR = int(Status.SINGULAR)
+MAXFUN = int(Status.MAXFUN)
 CALLBACK = int(Status.CALLBACK)
 
 MESSAGES = {
@@ -55,6 +57,7 @@ MESSAGES = {
         "The Hessian is not positive definite and no damping was given."
     ),
     Status.SINGULAR: "Singular matrix encountered: the Newton system has no solution.",
+    Status.MAXFUN: "Maximum number of function evaluations has been exceeded.",
     Status.CALLBACK: "`callback` raised `StopIteration`.",
 }
 

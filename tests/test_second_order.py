@@ -430,6 +430,32 @@ def test_forward_differences_take_scipys_step(method):
     assert abs(res.nfev - ref.nfev) <= 0.15 * ref.nfev, (res.nfev, ref.nfev)
 
 
+def _unbounded_below(x):
+    return x[0] + x[1]
+
+
+def _unbounded_below_grad(x):
+    return np.ones(2)
+
+
+@pytest.mark.parametrize("options", [None, {"maxfun": 10}])
+def test_l_bfgs_b_stops_at_maxfun_as_scipy(options):
+    # default maxfun 15000: an objective unbounded below stops there, not at maxiter
+    # after 270,000 evaluations; the same iterations and evaluations as scipy's
+    fun, jac = ((_unbounded_below, _unbounded_below_grad) if options is None
+                else (rosenbrock.fun, rosenbrock.grad))
+    res = fastopt.minimize(fun, [-1.2, 1.0], jac=jac, method="L-BFGS-B", options=options)
+    ref = so.minimize(fun, [-1.2, 1.0], jac=jac, method="L-BFGS-B", options=options)
+    assert res.status == Status.MAXFUN and not res.success and ref.status == 1
+    assert (res.nit, res.nfev) == (ref.nit, ref.nfev)
+
+
+def test_maxfun_is_for_methods_that_choose_how_often_they_evaluate():
+    with pytest.raises(ValueError, match="maxfun: method 'adam'"):
+        fastopt.minimize(rosenbrock.fun, [-1.2, 1.0], jac=rosenbrock.grad, method="adam",
+                         options={"maxfun": 10})
+
+
 @pytest.mark.parametrize(("method", "d", "maxiter", "ftol"), [
     ("bfgs", 3, 600, 0.0), ("BFGS", 10, 2000, 0.0), ("lbfgs", 3, 10_000, 0.0),
     ("L-BFGS-B", 3, 15_000, 1e7 * np.finfo(float).eps)])

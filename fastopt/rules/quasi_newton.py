@@ -373,10 +373,10 @@ LBFGS_RULE = Rule(
 
 # scipy's minimize(method="L-BFGS-B") without bounds: the same rule (and compiled loops)
 # with L-BFGS-B's defaults: its line search's c1 = 1e-3, ftol = factr * eps = 1e7 * eps,
-# maxiter 15000, and ``tol`` setting both ftol and gtol.
+# maxiter and maxfun 15000, and ``tol`` setting both ftol and gtol.
 LBFGSB_RULE = LBFGS_RULE._replace(
     defaults={**LBFGS_RULE.defaults, "c1": 1e-3},
-    loop_defaults={"ftol": 1e7 * EPS, "maxiter": 15000},
+    loop_defaults={"ftol": 1e7 * EPS, "maxiter": 15000, "maxfun": 15000},
     tol_sets=("ftol", "gtol"),
 )
 
