@@ -827,6 +827,10 @@ def _validate(fun, jac_fun, hess, mode, x0, args):
     Returns ``(compiled, returns)``: whether numba compiled the functions, and what
     they returned (:class:`Returns`).
     """
+    if not any(is_jitted(f) for f in (fun, jac_fun, hess)):
+        # plain Python, as scipy runs it, first: what numba compiles skips some of Python's
+        # checks (an index past the end of x reads memory instead of raising IndexError)
+        _probe(fun, jac_fun, hess, mode, x0, args, compile_first=False)
     try:
         return True, _probe(fun, jac_fun, hess, mode, x0, args, compile_first=True)
     except Exception as exc:  # noqa: BLE001 - numba's, or the user's: Python tells which

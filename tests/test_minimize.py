@@ -314,6 +314,18 @@ def test_plain_python_helpers_are_compiled_with_the_objective(monkeypatch):
         np.testing.assert_allclose(res.x, [1.0, -2.0], atol=1e-6)
 
 
+def test_indexing_past_the_end_of_x0_raises_as_in_python():
+    # numba's compiled code does not check bounds: the plain function runs in Python
+    # first, as scipy runs it, and raises there
+    def rosen_2d(x):
+        return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+    with pytest.raises(IndexError):
+        fastopt.minimize(rosen_2d, [0.5], method="BFGS")
+    with pytest.raises(IndexError):
+        fastopt.minimize_batch(rosen_2d, [[0.5], [0.2]], method="adam")
+
+
 def test_a_callable_whose_python_raises_raises_the_users_error():
     class Broken:
         def __call__(self, x):
@@ -483,6 +495,7 @@ def test_portable_loop_loads_from_the_disk_cache_in_a_new_process(tmp_path):
         ({"x0": np.ones((2, 2))}, ValueError, "x0"),
         ({"x0": [1.0, np.nan]}, ValueError, "x0 must be finite"),
         ({"x0": "abc"}, TypeError, "x0"),
+        ({"x0": ["1", "2"]}, TypeError, "x0 must be an array of real numbers"),
         ({"options": {"lr": 0.0}}, ValueError, "learning rate"),
         ({"options": {"lr": -1.0}}, ValueError, "learning rate"),
         ({"options": {"betas": (1.0, 0.999)}}, ValueError, "betas"),
