@@ -20,7 +20,7 @@ LOOP_DEFAULTS = {"maxiter": 10_000, "gtol": 1e-5, "xtol": 0.0, "ftol": 0.0,
                  "clip_value": 0.0, "clip_norm": 0.0, "maxfun": np.inf}
 HISTORY_MAX_BYTES = 1 << 30
 OTHER_OPTIONS = ("schedule", "finite_diff_rel_step", "history", "history_max_bytes", "disp",
-                 "line_search", "return_all")
+                 "line_search", "return_all", "norm")
 # scipy's option names for a hyperparameter fastopt names as torch/optax do
 OPTION_ALIASES = {"maxcor": "m"}  # L-BFGS-B's history size
 LINE_SEARCHES = {None: 0, "none": 0, "strong-wolfe": 1, "wolfe": 1, "armijo": 2}
@@ -219,6 +219,10 @@ def _parse(method, options, tol, d, n_starts, jac):
                                  "gradient clipping is for first-order rules")
         if schedule.kind != 0 and not rule.has_lr:
             raise ValueError(f"Invalid schedule: method {method!r} has no learning rate")
+    norm = options.get("norm", np.inf)  # scipy BFGS's order of the norm gtol bounds
+    if not (isinstance(norm, (int, float, np.number)) and norm == np.inf):
+        raise ValueError(f"Invalid norm: {norm!r}; fastopt's gtol bounds the infinity norm of "
+                         "the gradient (norm=np.inf, scipy's default)")
     rel_step = options.get("finite_diff_rel_step")
     if rel_step is None:  # scipy's: sqrt(eps) for forward differences, eps**(1/3) central
         rel_step = DEFAULT_REL_STEP[FORWARD if _forward(jac) else CENTRAL]

@@ -200,6 +200,14 @@ def test_callback_receives_iterates_and_can_stop():
     assert len(keyword_only) == 3
 
 
+def test_scipys_norm_option_is_taken_as_the_infinity_norm_it_is():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not an unknown option
+        res = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="bfgs",
+                               options={"norm": np.inf})
+    assert res.success
+
+
 def test_options_of_none_take_the_default_as_in_scipy():
     default = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="bfgs")
     nones = fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="bfgs",
@@ -496,6 +504,7 @@ def test_portable_loop_loads_from_the_disk_cache_in_a_new_process(tmp_path):
         ({"x0": [1.0, np.nan]}, ValueError, "x0 must be finite"),
         ({"x0": "abc"}, TypeError, "x0"),
         ({"x0": ["1", "2"]}, TypeError, "x0 must be an array of real numbers"),
+        ({"method": "bfgs", "options": {"norm": 2}}, ValueError, "norm: 2; .* infinity norm"),
         ({"options": {"lr": 0.0}}, ValueError, "learning rate"),
         ({"options": {"lr": -1.0}}, ValueError, "learning rate"),
         ({"options": {"betas": (1.0, 0.999)}}, ValueError, "betas"),
