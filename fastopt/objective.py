@@ -19,6 +19,7 @@ source allows, rewritten to write into the loop's buffer (:mod:`fastopt.rewrite`
 """
 
 import functools
+import os
 import re
 import types
 import warnings
@@ -34,7 +35,7 @@ from numba.extending import intrinsic, is_jitted, overload
 from ._jit import driver, inlined
 from ._layout import N_COUNTERS, NFEV, NHEV, NJEV
 from .rewrite import gradient_in_place
-from .snapshot import current_version, global_names, values_read
+from .snapshot import current_version, global_names, is_helper, values_read
 
 CENTRAL, FORWARD, JAC, FUN_AND_JAC = "3-point", "2-point", "jac", "fun_and_jac"
 JAC_IN_PLACE = "jac_in_place"  # jac rewritten to write into g (fastopt.rewrite); not a user mode
@@ -446,11 +447,9 @@ _HELPERS_IN_PROGRESS = set()  # code objects whose helpers are being compiled
 
 
 def _with_compiled_helpers(f):
-    names = [name for name in global_names(f.__code__)
-             if isinstance(f.__globals__.get(name), types.FunctionType)]
+    names = [name for name in global_names(f.__code__) if is_helper(f.__globals__.get(name))]
     cells = f.__closure__ or ()
-    helper_cells = [i for i, cell in enumerate(cells)
-                    if isinstance(_cell_contents(cell), types.FunctionType)]
+    helper_cells = [i for i, cell in enumerate(cells) if is_helper(_cell_contents(cell))]
     if not names and not helper_cells:
         return f
     namespace = dict(f.__globals__)
@@ -827,17 +826,26 @@ def _validate(fun, jac_fun, hess, mode, x0, args):
     Returns ``(compiled, returns)``: whether numba compiled the functions, and what
     they returned (:class:`Returns`).
     """
+    python_returns = None
     if not any(is_jitted(f) for f in (fun, jac_fun, hess)):
         # plain Python, as scipy runs it, first: what numba compiles skips some of Python's
         # checks (an index past the end of x reads memory instead of raising IndexError)
-        _probe(fun, jac_fun, hess, mode, x0, args, compile_first=False)
+        python_returns = _probe(fun, jac_fun, hess, mode, x0, args, compile_first=False)
     try:
         return True, _probe(fun, jac_fun, hess, mode, x0, args, compile_first=True)
-    except Exception as exc:  # noqa: BLE001 - numba's, or the user's: Python tells which
+    except Exception as exc:
+        if not _raised_compiling(exc):
+            # the compiled code raised running, where Python did not (numba's 1/0 raises):
+            # it compiles, and the loops stop where it raises (or the user's own compiled
+            # function raised: the user's error)
+            if python_returns is None:
+                raise
+            return True, python_returns
         # numba refuses more than NumbaError says: a bound method, a callable instance or
         # a functools.partial (TypeError), an argument of a type it cannot handle
-        # (ValueError). If the functions run in Python, the error was numba's.
-        _probe(fun, jac_fun, hess, mode, x0, args, compile_first=False)
+        # (ValueError). The functions run in Python (checked above, or now).
+        if python_returns is None:
+            _probe(fun, jac_fun, hess, mode, x0, args, compile_first=False)
         warnings.warn(
             "fastopt could not compile the objective with numba, so it runs at Python "
             f"speed (numba said: {_numba_reason(exc)}). Decorate it with @numba.njit (and "
@@ -846,6 +854,22 @@ def _validate(fun, jac_fun, hess, mode, x0, args):
             stacklevel=4,
         )
         return False, GENERAL_RETURNS
+
+
+def _raised_compiling(exc):
+    """Whether numba raised ``exc`` compiling (a ``NumbaError``, or raised in numba's own
+    Python code), not the compiled code running (which has no Python frames)."""
+    if isinstance(exc, NumbaError):
+        return True
+    frame = exc.__traceback__
+    while frame is not None:
+        if os.path.realpath(frame.tb_frame.f_code.co_filename).startswith(_NUMBA_DIR):
+            return True
+        frame = frame.tb_next
+    return False
+
+
+_NUMBA_DIR = os.path.join(os.path.realpath(os.path.dirname(numba.__file__)), "")
 
 
 def _numba_reason(exc):

@@ -16,18 +16,24 @@ and values reuses what the last one compiled. When any of them changed it is a n
 object, compiled afresh with the new values. Arrays are compared by content (a hash
 of their bytes), numbers by value; modules, functions and other objects by identity.
 
-The values the plain functions it calls read count too (fastopt compiles those helpers
-with it). Not covered: values read through an attribute (``config.target``) or an
-object, and values changed while a run is under way. ``@numba.njit`` functions are the user's own
-compiled code, with numba's rules, and are left as they are. Data that changes between
-calls is best passed through ``args=``: the compiled code is then reused for any value.
+The values the plain functions of the user's it calls read count too (fastopt compiles
+those helpers with it, see :func:`is_helper`). Not covered: values read through an
+attribute (``config.target``) or an object, and values changed while a run is under way.
+``@numba.njit`` functions are the user's own compiled code, with numba's rules, and are
+left as they are. Data that changes between calls is best passed through ``args=``: the
+compiled code is then reused for any value.
 """
 
 import builtins
 import dis
 import hashlib
+import os
+import site
+import sysconfig
 import types
 
+import numba
+import numba.core.registry
 import numpy as np
 
 # Versions kept; past this many the table starts afresh (numba keeps compiled code anyway).
@@ -35,7 +41,6 @@ MAX_VERSIONS = 1024
 _VERSIONS = {}  # (id(code), id(globals), values key) -> version
 _GLOBAL_NAMES = {}  # id(code) -> (code, the global names it reads)
 _MAX_ITEMS = 64  # items of a tuple or list keyed by value; a longer one by identity
-MAX_HELPER_DEPTH = 4  # a helper's helpers... keyed by the values they read, this deep
 MISSING = object()  # a global name bound nowhere, or an empty closure cell
 
 
@@ -49,7 +54,7 @@ def current_version(func):
     # by identity (a code object hashes its bytecode: microseconds); the version keeps the
     # code and the globals alive, so their ids are not reused while it is in the table
     key = (id(func.__code__), id(func.__globals__),
-           tuple(_value_key(value) for value in values_read(func)))
+           tuple(_value_key(value, (id(func),)) for value in values_read(func)))
     version = _VERSIONS.get(key)
     if version is None:
         if len(_VERSIONS) >= MAX_VERSIONS:
@@ -97,18 +102,21 @@ def global_names(code):
     return tuple(sorted(names))
 
 
-def _value_key(value, depth=0):
+def _value_key(value, calling=()):
     """A hashable key equal for equal values (arrays: same dtype, shape and bytes).
 
-    A plain function is keyed by identity and by the values it reads, down to
-    ``MAX_HELPER_DEPTH`` calls deep: fastopt compiles the helpers an objective calls
-    (:func:`fastopt.objective.with_compiled_helpers`), freezing what they read too.
+    A helper (:func:`is_helper`) is keyed by identity and by the values it reads, its
+    own helpers' included, however deep (``calling``: the ids of the functions whose
+    values are being keyed, so that recursion ends): fastopt compiles the helpers an
+    objective calls (:func:`fastopt.objective.with_compiled_helpers`), freezing what
+    they read too.
     """
     if value is MISSING:
         return ("missing",)
-    if isinstance(value, types.FunctionType) and depth < MAX_HELPER_DEPTH:
+    if is_helper(value) and id(value) not in calling:
+        calling = (*calling, id(value))
         return ("function", id(value),
-                tuple(_value_key(item, depth + 1) for item in values_read(value)))
+                tuple(_value_key(item, calling) for item in values_read(value)))
     if isinstance(value, (types.ModuleType, type)) or callable(value):
         return ("object", id(value))
     if isinstance(value, np.ndarray):
@@ -119,5 +127,41 @@ def _value_key(value, depth=0):
     if isinstance(value, (bool, int, float, complex, str, bytes, type(None), np.generic)):
         return (type(value).__name__, repr(value))
     if isinstance(value, (tuple, list)) and len(value) <= _MAX_ITEMS:
-        return (type(value).__name__, tuple(_value_key(item, depth) for item in value))
+        return (type(value).__name__, tuple(_value_key(item, calling) for item in value))
     return ("object", id(value))
+
+
+def is_helper(value):
+    """Whether ``value`` is a plain Python function of the user's that numba does not
+    know: one fastopt compiles along with an objective that calls it. Functions of the
+    Python installation (the standard library, site-packages: NumPy's ``np.ones`` is a
+    plain function numba implements itself) and functions numba has an ``overload`` for
+    are left to numba."""
+    if not isinstance(value, types.FunctionType):
+        return False
+    code = value.__code__
+    known = _HELPERS.get(code)
+    if known is None:
+        if len(_HELPERS) >= MAX_VERSIONS:
+            _HELPERS.clear()
+        path = os.path.realpath(code.co_filename)
+        known = _HELPERS[code] = (not path.startswith(_LIBRARY_DIRS)
+                                  and not _numba_implements(value))
+    return known
+
+
+def _numba_implements(func):
+    typing_context = numba.core.registry.cpu_target.typing_context
+    try:
+        typing_context.resolve_value_type(func)
+    except (ValueError, numba.core.errors.TypingError):
+        return False
+    return True
+
+
+_HELPERS = {}  # code object -> is_helper
+_LIBRARY_DIRS = tuple(sorted({
+    os.path.join(os.path.realpath(path), "")
+    for path in (*(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib",
+                                                           "platlib")),
+                 site.getusersitepackages())}))

@@ -19,6 +19,8 @@ import fastopt
 from fastopt import Status
 from fastopt.functions import rosenbrock, wavy
 
+np_ones, np_sum = np.ones, np.sum  # NumPy functions read by name, as `from numpy import ones`
+
 
 def test_returns_scipy_optimize_result():
     res = fastopt.minimize(quadratic, np.zeros(3), jac=quadratic_grad, method="adam",
@@ -320,6 +322,69 @@ def test_plain_python_helpers_are_compiled_with_the_objective(monkeypatch):
         np.testing.assert_allclose(res.x, -1.0, atol=1e-6)
         res = fastopt.minimize(_closure_over_a_helper(2.0), np.zeros(2), method="BFGS")
         np.testing.assert_allclose(res.x, [1.0, -2.0], atol=1e-6)
+
+
+DEEP_CENTER = np.array([1.0])
+
+
+def _deep4(x):
+    return (x - DEEP_CENTER[0]) ** 2
+
+
+def _deep3(x):
+    return _deep4(x)
+
+
+def _deep2(x):
+    return _deep3(x)
+
+
+def _deep1(x):
+    return _deep2(x)
+
+
+def _deep0(x):
+    return _deep1(x)
+
+
+def _five_calls_deep(x):
+    return float(np.sum(_deep0(x)))
+
+
+def _uses_numpy_functions_by_name(x):
+    return float(np_sum((x - 2.0 * np_ones(x.size)) ** 2))
+
+
+def test_helpers_are_the_users_functions_numba_does_not_know(monkeypatch):
+    # NumPy's np.ones is a plain function numba implements itself: left to numba; a
+    # global read five calls deep is seen when it changes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fastopt.PythonSpeedWarning)
+        res = fastopt.minimize(_uses_numpy_functions_by_name, np.zeros(2), method="BFGS")
+        np.testing.assert_allclose(res.x, 2.0, atol=1e-6)
+        res = fastopt.minimize(_five_calls_deep, np.zeros(2), method="BFGS")
+        np.testing.assert_allclose(res.x, 1.0, atol=1e-6)
+        DEEP_CENTER[0] = 7.0
+        try:
+            res = fastopt.minimize(_five_calls_deep, np.zeros(2), method="BFGS")
+        finally:
+            DEEP_CENTER[0] = 1.0
+        np.testing.assert_allclose(res.x, 7.0, atol=1e-6)
+
+
+def _reciprocal_near_minus_one(x):
+    return (x[0] - 1.0) ** 2 + x[1] ** 2 + 0.1 / (x[0] + 1.0)
+
+
+def test_an_error_only_compiled_code_raises_at_x0_does_not_leave_python_speed():
+    # numba's 1/0 raises where NumPy's gives inf: the function compiles all the same
+    from fastopt.objective import prepare
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's divide by zero, in Python
+        warnings.simplefilter("error", fastopt.PythonSpeedWarning)
+        objective, _ = prepare(_reciprocal_near_minus_one, np.array([-1.0, 0.0]), ())
+    assert objective.compiled
 
 
 def test_indexing_past_the_end_of_x0_raises_as_in_python():
