@@ -66,7 +66,14 @@ from ._layout import (
 )
 from .clipping import clip_by_norm, clip_by_value
 from .loop import STOP_CHECK_STEPS, called_update
-from .objective import EMPTY_ARGS, call_block, calls_by_address, compile_native, native_caller
+from .objective import (
+    EMPTY_ARGS,
+    args_type,
+    call_block,
+    calls_by_address,
+    compile_native,
+    native_caller,
+)
 from .schedules import scheduled_lr
 
 MAX_BLOCK_DIM = 64  # above this the per-start loop vectorizes over d and is as fast
@@ -122,7 +129,7 @@ def block_loop_for(rule, objective, args, d, compile_with, portable=True):
     """
     if portable and calls_by_address(objective, args):
         native = compile_with(native_evaluate, objective.fg, objective.block_fun,
-                              objective.lane_views, _fixed_dim(d), numba.typeof(args))
+                              objective.lane_views, _fixed_dim(d), args_type(args))
         return (make_block_loop(rule, objective, d, portable=True), ((native.address,), args),
                 native)
     return make_block_loop(rule, objective, d), args, None

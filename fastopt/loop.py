@@ -23,7 +23,6 @@ Per iteration ``k`` (from ``x_k`` with value ``f_k`` and gradient ``g_k``):
 
 import functools
 
-import numba
 import numpy as np
 
 from . import status as st
@@ -49,6 +48,7 @@ from ._layout import (
 from .clipping import clip_by_norm, clip_by_value
 from .linalg import all_abs_diff_le, all_abs_le
 from .objective import (
+    args_type,
     call_native_fg,
     calls_by_address,
     native_fg,
@@ -144,10 +144,10 @@ def portable_natives(rule, objective, args, compile_with=None):
     the addresses. ``compile_with(native_fg, fg, args_type)`` compiles (default: a plain
     call)."""
     compile_with = compile_with or (lambda make, *arguments: make(*arguments))
-    args_type = numba.typeof(args)
-    natives = (compile_with(native_fg, objective.fg, args_type),)
+    types = args_type(args)
+    natives = (compile_with(native_fg, objective.fg, types),)
     if rule.needs_hess:
-        natives += (compile_with(native_hess, objective.hess, args_type),)
+        natives += (compile_with(native_hess, objective.hess, types),)
     return natives, (tuple(native.address for native in natives), args)
 
 

@@ -637,6 +637,12 @@ call_native_fg = native_caller(NATIVE_FG_ARGUMENTS)
 EMPTY_ARGS = numba.typeof(())
 
 
+def args_type(args):
+    """The numba type of the extra ``args`` (``numba.typeof`` builds a tuple type anew
+    each call, ~20 us for a nested one: a warm call without args skips it)."""
+    return numba.typeof(args) if args else EMPTY_ARGS
+
+
 @functools.lru_cache(maxsize=256)
 def native_fg(fg, args_type=EMPTY_ARGS):
     """``fg`` as a :class:`NativeFunction`, for extra args of numba type ``args_type``.
