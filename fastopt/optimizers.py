@@ -76,7 +76,18 @@ class Optimizer:
 
     method = None  # name in fastopt.rules.RULES
 
-    def __init__(self, **hyperparameters):
+    def __init__(self, foreach=None, fused=None, capturable=False, differentiable=False,
+                 **hyperparameters):
+        # torch's choices of implementation, which give the same numbers to rounding:
+        # fastopt has one (compiled, in float64), so they are taken and change nothing
+        for name, value in (("foreach", foreach), ("fused", fused)):
+            if value not in (None, True, False):
+                raise TypeError(f"{name} must be None or a bool; got {value!r}")
+        if capturable not in (True, False):
+            raise TypeError(f"capturable must be a bool; got {capturable!r}")
+        if differentiable:
+            raise ValueError("differentiable=True: fastopt's step is not recorded by an "
+                             "autograd; use torch.optim for that")
         self._set_hyperparameters(hyperparameters)
 
     def _set_hyperparameters(self, hyperparameters):
@@ -152,9 +163,10 @@ class SGD(Optimizer):
     _state_type = SGDState
 
     def __init__(self, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                 maximize=False):
+                 *, maximize=False, foreach=None, differentiable=False, fused=None):
         super().__init__(lr=lr, momentum=momentum, dampening=dampening,
-                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                         foreach=foreach, differentiable=differentiable, fused=fused)
 
     def init(self, params):
         """Fresh state for ``params``: step 0 and a momentum buffer (empty if momentum is 0)."""
@@ -184,10 +196,11 @@ class Adagrad(Optimizer):
     _state_type = AdagradState
 
     def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, maximize=False):
+                 eps=1e-10, foreach=None, *, maximize=False, differentiable=False, fused=None):
         super().__init__(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value, eps=eps,
-                         maximize=maximize)
+                         maximize=maximize, foreach=foreach, differentiable=differentiable,
+                         fused=fused)
 
     def init(self, params):
         flat = _flat(params, "params")
@@ -216,9 +229,11 @@ class RMSprop(Optimizer):
     _state_type = RMSpropState
 
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False):
+                 centered=False, capturable=False, foreach=None, maximize=False,
+                 differentiable=False):
         super().__init__(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                         momentum=momentum, centered=centered, maximize=maximize)
+                         momentum=momentum, centered=centered, maximize=maximize,
+                         capturable=capturable, foreach=foreach, differentiable=differentiable)
 
     def init(self, params):
         n = _flat(params, "params").size
@@ -241,20 +256,28 @@ class Adam(Optimizer):
     r"""Adam and AMSGrad (torch.optim.Adam).
 
     ``lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False,
-    maximize=False``. Update rule: see :mod:`fastopt.rules.adam`. optax: ``optax.adam``
-    / ``optax.amsgrad``.
+    maximize=False, decoupled_weight_decay=False`` (True: AdamW's decay, as torch's).
+    Update rule: see :mod:`fastopt.rules.adam`. optax: ``optax.adam`` /
+    ``optax.amsgrad``. torch's ``foreach``, ``fused``, ``capturable`` choose among
+    implementations that give the same numbers: taken, with no effect here.
     """
 
     method = "adam"
     _state_type = AdamState
-    _decoupled = False
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False):
+                 *, foreach=None, maximize=False, capturable=False, differentiable=False,
+                 fused=None, decoupled_weight_decay=False):
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"Invalid betas: {betas!r}; expected a pair (beta1, beta2)")
+        if decoupled_weight_decay not in (True, False):
+            raise TypeError(f"decoupled_weight_decay must be a bool; got "
+                            f"{decoupled_weight_decay!r}")
+        object.__setattr__(self, "decoupled_weight_decay", bool(decoupled_weight_decay))
         super().__init__(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
-                         weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
+                         weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                         foreach=foreach, capturable=capturable, differentiable=differentiable,
+                         fused=fused)
 
     @property
     def betas(self):
@@ -280,7 +303,7 @@ class Adam(Optimizer):
         h = self.hyperparameters
         kernel(p, g, s.step, s.exp_avg, s.exp_avg_sq, s.max_exp_avg_sq, h["lr"], h["beta1"],
                h["beta2"], h["eps"], h["weight_decay"], h["amsgrad"], h["maximize"],
-               self._decoupled)
+               self.decoupled_weight_decay)
 
 
 class AdamW(Adam):
@@ -291,9 +314,11 @@ class AdamW(Adam):
     """
 
     method = "adamw"
-    _decoupled = True
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 maximize=False):
+                 *, maximize=False, foreach=None, capturable=False, differentiable=False,
+                 fused=None):
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize)
+                         maximize=maximize, foreach=foreach, capturable=capturable,
+                         differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)

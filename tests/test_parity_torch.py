@@ -122,6 +122,9 @@ TORCH_CASES = [
     ("Adam", {"lr": 5e-3, "maximize": True}),
     ("Adam", {"lr": 5e-3, "betas": (0.8, 0.95), "weight_decay": 0.1, "amsgrad": True,
               "maximize": True}),
+    ("Adam", {"lr": 5e-3, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("Adam", {"lr": 5e-3, "weight_decay": 0.1, "decoupled_weight_decay": True, "amsgrad": True,
+              "maximize": True}),
     ("AdamW", {"lr": 5e-3}),  # torch's default weight_decay 1e-2
     ("AdamW", {"lr": 5e-3, "weight_decay": 0.5}),
     ("AdamW", {"lr": 5e-3, "weight_decay": 0.0}),
@@ -284,3 +287,23 @@ def test_clip_by_norm_nan_gradient_matches_torch():
     torch.nn.utils.clip_grad_norm_([t], 1.0)
     clipping.clip_by_norm(g, 1.0)
     np.testing.assert_array_equal(g, t.grad.numpy())
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [
+    ("SGD", {"foreach": True, "fused": False, "differentiable": False}),
+    ("Adagrad", {"foreach": None, "fused": None}),
+    ("RMSprop", {"capturable": False, "foreach": False}),
+    ("Adam", {"foreach": False, "fused": True, "capturable": False}),
+    ("AdamW", {"fused": True}),
+])
+def test_step_api_takes_torchs_implementation_choices(name, kwargs):
+    # they choose among torch's implementations, which agree to rounding: no effect here
+    expected, _ = fastopt_trajectory(name, {"lr": 1e-3}, grad)
+    actual, _ = fastopt_trajectory(name, {"lr": 1e-3, **kwargs}, grad)
+    np.testing.assert_array_equal(actual, expected)
+    getattr(torch.optim, name)([torch.zeros(2, dtype=torch.float64)], lr=1e-3, **kwargs)
+
+
+def test_step_api_refuses_differentiable():
+    with pytest.raises(ValueError, match="differentiable"):
+        fastopt.Adam(lr=1e-3, differentiable=True)
