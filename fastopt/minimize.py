@@ -63,9 +63,9 @@ def minimize(fun, x0, args=(), method=None, jac=None, hess=None, hessp=None, bou
         ``res.allvecs``, every iterate), ``disp``, and for the rules with a line search
         or Newton steps ``maxfun`` (stop after more evaluations of f, status 8).
         Second-order rules take ``damping`` (newton, damped-newton), ``m`` (lbfgs;
-        scipy's ``maxcor`` too), ``c1``, ``c2`` and ``line_search`` (``"strong-wolfe"``
-        or ``"armijo"``; with ``"gd"`` it turns on a line search, ``lr`` being the first
-        trial step).
+        scipy's ``maxcor`` too), ``maxls`` (lbfgs), ``c1``, ``c2`` and ``line_search``
+        (``"strong-wolfe"`` or ``"armijo"``; with ``"gd"`` it turns on a line search,
+        ``lr`` being the first trial step).
         ``method="L-BFGS-B"`` is ``"lbfgs"`` with scipy's L-BFGS-B defaults (``c1``
         1e-3, ``ftol`` 2.2e-9, ``maxiter`` and ``maxfun`` 15000; ``tol`` sets ``ftol`` and
         ``gtol``); it takes no ``bounds``.

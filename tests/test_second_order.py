@@ -450,6 +450,19 @@ def test_l_bfgs_b_stops_at_maxfun_as_scipy(options):
     assert (res.nit, res.nfev) == (ref.nit, ref.nfev)
 
 
+@pytest.mark.parametrize("maxls", [3, 5])
+def test_l_bfgs_b_maxls_bounds_its_line_search_as_scipy(maxls):
+    x0 = [-1.2, 1.0, -1.2, 1.0, 0.5]
+    res = fastopt.minimize(rosenbrock.fun, x0, jac=rosenbrock.grad, method="L-BFGS-B",
+                           options={"maxls": maxls})
+    ref = so.minimize(rosenbrock.fun, x0, jac=rosenbrock.grad, method="L-BFGS-B",
+                      options={"maxls": maxls})
+    assert res.success and (res.nit, res.nfev) == (ref.nit, ref.nfev)
+    one = fastopt.minimize(rosenbrock.fun, x0, jac=rosenbrock.grad, method="L-BFGS-B",
+                           options={"maxls": 1})
+    assert one.status == Status.LINE_SEARCH_FAILED  # as scipy's (status 2)
+
+
 def test_maxfun_is_for_methods_that_choose_how_often_they_evaluate():
     with pytest.raises(ValueError, match="maxfun: method 'adam'"):
         fastopt.minimize(rosenbrock.fun, [-1.2, 1.0], jac=rosenbrock.grad, method="adam",
@@ -950,6 +963,8 @@ def test_non_callable_hess_is_reported():
     ("newton", {"damping": np.inf}, "damping"),
     ("damped-newton", {"damping": np.nan}, "damping"),
     ("lbfgs", {"m": 0}, "Invalid m"),
+    ("L-BFGS-B", {"maxls": 0}, "Invalid maxls: 0.0"),
+    ("lbfgs", {"maxls": 2.5}, "Invalid maxls: 2.5"),
     ("lbfgs", {"m": 2.5}, "Invalid m"),
     ("bfgs", {"c1": 0.95}, "'0 < c1 < c2 < 1'"),
     ("lbfgs", {"c2": 1.0}, "'0 < c1 < c2 < 1'"),

@@ -58,7 +58,7 @@ EPS = float(np.finfo(np.float64).eps)
 # scipy's BFGS (line_search_wolfe1 -> MINPACK dcsrch)
 BFGS_XTOL, BFGS_STPMIN, BFGS_STPMAX, BFGS_MAXFEV = 1e-14, 1e-100, 1e100, 100
 # L-BFGS-B's lnsrlb
-LBFGS_XTOL, LBFGS_STPMIN, LBFGS_STPMAX, LBFGS_MAXFEV = 0.1, 0.0, 1e10, 20
+LBFGS_XTOL, LBFGS_STPMIN, LBFGS_STPMAX, LBFGS_MAXLS = 0.1, 0.0, 1e10, 20
 
 
 @kernel
@@ -177,6 +177,7 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     c1 = hyper[0]
     c2 = hyper[1]
     m = int(hyper[2])
+    maxls = int(hyper[3])
     p = state[2 * m]
     xk = state[2 * m + 1]
     gk = state[2 * m + 2]
@@ -222,7 +223,7 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
         if not ok:
             f_new, alpha, ok = search_from_trial(kind, fg, args, fd_step, counters, x, g, xk, p, f,
                                                  dphi0, alpha, f_new, dphi, c1, c2, LBFGS_XTOL,
-                                                 LBFGS_STPMIN, LBFGS_STPMAX, LBFGS_MAXFEV)
+                                                 LBFGS_STPMIN, LBFGS_STPMAX, maxls)
         if ok:
             break
     if not ok:
@@ -326,6 +327,11 @@ def _validate_lbfgs(v):
     m = v["m"]
     if not (m >= 1 and m == np.round(m) and m <= 1000):
         raise ValueError(f"Invalid m: {float(m)!r}; expected an integer history size in [1, 1000]")
+    maxls = np.asarray(v["maxls"], dtype=np.float64)
+    bad = maxls[~((maxls >= 1) & (maxls == np.round(maxls)) & (maxls <= 10**6))]
+    if bad.size:
+        raise ValueError(f"Invalid maxls: {float(bad.flat[0])!r}; expected an integer >= 1 "
+                         "(the evaluations a line search may take)")
     _check_wolfe_constants(v)
 
 
@@ -358,9 +364,9 @@ BFGS_RULE = Rule(
 
 LBFGS_RULE = Rule(
     name="lbfgs",
-    # m last: hyper[0] is what a learning-rate schedule rewrites, and m sets the state's size
-    hyperparameters=("c1", "c2", "m"),
-    defaults={"m": 10, **_WOLFE_DEFAULTS},
+    # c1 first: hyper[0] is what a learning-rate schedule rewrites (lbfgs has none)
+    hyperparameters=("c1", "c2", "m", "maxls"),
+    defaults={"m": 10, "maxls": LBFGS_MAXLS, **_WOLFE_DEFAULTS},
     validate=_validate_lbfgs,
     n_state=_lbfgs_n_state,
     advance=lbfgs_advance,
