@@ -6,9 +6,12 @@ Second-order rules also call ``hess(x, H, args, fd_step, counters)``, which
 writes the Hessian into ``H``.
 
 User functions are compiled with numba (``@njit`` functions are used as they
-are). A function numba cannot compile still works: fastopt then runs the same
-loop as plain Python (the ``.py_func`` of every compiled piece) and warns once,
-so a valid scipy objective is never refused.
+are), with the plain Python functions of the user's they call
+(:func:`with_compiled_helpers`); a plain function runs once in Python first, at
+``x0``, so that errors Python raises there are raised as scipy would. A function
+numba cannot compile (or a bound method, a callable object, a ``functools.partial``)
+still works: fastopt then runs the same loop as plain Python (the ``.py_func`` of
+every compiled piece) and warns once, so a valid scipy objective is never refused.
 
 Inside fastopt's loops the user's ``fun`` and ``jac`` are inlined (see
 :func:`inline_copy`): a call across numba's function boundary counts references
@@ -780,9 +783,9 @@ def _probe(fun, jac, hess, mode, x, args, compile_first):
 def prepare(fun, x0, args, jac=None, hess=None, needs_hess=False):
     """Validate the user functions at ``x0`` and return an :class:`Objective`.
 
-    Tries numba first; if numba cannot compile a function, falls back to Python
-    with a :class:`PythonSpeedWarning`. Errors the functions raise in plain
-    Python too are the user's and propagate unchanged.
+    Plain Python functions run in Python first (their errors are the user's and
+    propagate unchanged), then compiled; if numba cannot compile a function, the
+    objective runs in Python, with a :class:`PythonSpeedWarning` giving numba's reason.
     """
     if not callable(fun):
         raise TypeError(f"fun must be callable; got {type(fun).__name__}")
