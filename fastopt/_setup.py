@@ -77,9 +77,10 @@ def get_rule(method):
 def as_points(x0, name, batch):
     """``x0`` as a fresh C-contiguous float64 array: shape (d,) or, for a batch, (N, d)."""
     try:
-        if np.asarray(x0).dtype.kind not in "biuf":  # strings, objects, complex
+        given = np.asarray(x0)
+        if given.dtype.kind not in "biuf":  # strings, objects, complex
             raise TypeError
-        arr = np.array(x0, dtype=np.float64, order="C", copy=True)
+        arr = np.array(given, dtype=np.float64, order="C", copy=True)
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"{name} must be an array of real numbers; got {type(x0).__name__}"

@@ -159,7 +159,6 @@ def _result(work, setup):
         i = _best_index(work.F)
         best_hess_inv = setup.rule.inverse_hessian(work.state[i], work.hyper[i],
                                                    int(c[i, L.STEP]))
-
     grad_norm = np.max(np.abs(work.G), axis=1)
     return BatchResult(
         x=work.X, fun=work.F, jac=work.G, grad_norm=grad_norm, nit=c[:, L.NIT].copy(),

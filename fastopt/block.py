@@ -67,7 +67,6 @@ from ._layout import (
 from .clipping import clip_by_norm, clip_by_value
 from .loop import STOP_CHECK_STEPS, called_update
 from .objective import (
-    EMPTY_ARGS,
     args_type,
     call_block,
     calls_by_address,
@@ -194,7 +193,7 @@ def evaluate_by_address(args, Xb, Gb, Fb, mask, controls, counters, lo, xbuf, gb
 
 
 @functools.lru_cache(maxsize=256)
-def native_evaluate(fg, block_fun, lane_views, fixed_dim=0, args_type=EMPTY_ARGS):
+def native_evaluate(fg, block_fun, lane_views, fixed_dim, args_type):
     """:func:`make_evaluate`'s ``evaluate`` as a native function, for extra args of numba
     type ``args_type``, compiled for blocks of ``fixed_dim`` rows if it is not 0."""
     evaluate = make_evaluate(fg, block_fun, lane_views)

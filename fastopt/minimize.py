@@ -90,10 +90,10 @@ def minimize(fun, x0, args=(), method=None, jac=None, hess=None, hessp=None, bou
         warnings.warn(f"Method {method or DEFAULT_METHOD} does not use Hessian-vector product "
                       "information (hessp).",
                       RuntimeWarning, stacklevel=2)
-    if bounds is not None and _names_lbfgsb(method) and not _unbounded(bounds):
+    bounded = bounds is not None and not _unbounded(bounds)
+    if bounded and _names_lbfgsb(method):
         raise ValueError("bounds: fastopt's 'L-BFGS-B' is L-BFGS without bounds; for a "
                          "bounded problem use scipy.optimize.minimize(method='L-BFGS-B')")
-    bounded = bounds is not None and not _unbounded(bounds)
     constrained = constraints is not None and not (isinstance(constraints, (list, tuple))
                                                    and len(constraints) == 0)
     if method is None and (bounded or constrained):  # scipy would pick a method that obeys them

@@ -38,7 +38,7 @@ from numba.extending import intrinsic, is_jitted, overload
 from ._jit import driver, inlined
 from ._layout import N_COUNTERS, NFEV, NHEV, NJEV
 from .rewrite import gradient_in_place
-from .snapshot import current_version, global_names, is_helper, values_read
+from .snapshot import cell_contents, current_version, global_names, is_helper, values_read
 
 CENTRAL, FORWARD, JAC, FUN_AND_JAC = "3-point", "2-point", "jac", "fun_and_jac"
 JAC_IN_PLACE = "jac_in_place"  # jac rewritten to write into g (fastopt.rewrite); not a user mode
@@ -452,7 +452,7 @@ _HELPERS_IN_PROGRESS = set()  # code objects whose helpers are being compiled
 def _with_compiled_helpers(f):
     names = [name for name in global_names(f.__code__) if is_helper(f.__globals__.get(name))]
     cells = f.__closure__ or ()
-    helper_cells = [i for i, cell in enumerate(cells) if is_helper(_cell_contents(cell))]
+    helper_cells = [i for i, cell in enumerate(cells) if is_helper(cell_contents(cell))]
     if not names and not helper_cells:
         return f
     namespace = dict(f.__globals__)
@@ -464,13 +464,6 @@ def _with_compiled_helpers(f):
     copy.__kwdefaults__ = f.__kwdefaults__
     copy.__qualname__ = f.__qualname__
     return copy
-
-
-def _cell_contents(cell):
-    try:
-        return cell.cell_contents
-    except ValueError:  # an empty cell
-        return None
 
 
 @functools.lru_cache(maxsize=256)
@@ -647,7 +640,7 @@ def args_type(args):
 
 
 @functools.lru_cache(maxsize=256)
-def native_fg(fg, args_type=EMPTY_ARGS):
+def native_fg(fg, args_type):
     """``fg`` as a :class:`NativeFunction`, for extra args of numba type ``args_type``.
 
     The portable loop (:func:`fastopt.loop.make_loop` with ``portable=True``) calls
@@ -665,7 +658,7 @@ def native_fg(fg, args_type=EMPTY_ARGS):
 
 
 @functools.lru_cache(maxsize=256)
-def native_hess(hess, args_type=EMPTY_ARGS):
+def native_hess(hess, args_type):
     """``hess`` as a :class:`NativeFunction` of the same type as :func:`native_fg`'s:
     ``(x, H, counters, d, fd_step, args) -> 0.0``, ``H`` a pointer to the C-contiguous
     (d, d) Hessian it writes."""

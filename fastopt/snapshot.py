@@ -83,13 +83,17 @@ def values_read(func):
     for name in entry[1]:
         value = namespace.get(name, MISSING)
         values.append(getattr(builtins, name, MISSING) if value is MISSING else value)
-    for cell in func.__closure__ or ():
-        try:
-            values.append(cell.cell_contents)
-        except ValueError:  # an empty cell
-            values.append(MISSING)
+    values.extend(cell_contents(cell) for cell in func.__closure__ or ())
     values.extend(func.__defaults__ or ())
     return values
+
+
+def cell_contents(cell):
+    """What a closure cell holds, ``MISSING`` if it is empty."""
+    try:
+        return cell.cell_contents
+    except ValueError:
+        return MISSING
 
 
 def global_names(code):

@@ -71,6 +71,18 @@ def _set_identity(H):
 
 
 @kernel
+def _end_failed_search(x, g, xk, gk, f_new, counters):
+    """A rule's line search failed: back to ``x_k``, ``g_k``, and the status says why
+    (``DIVERGED`` if the last trial value is not finite). Not once the portable loop's
+    ``fg`` raised: ``x`` then stays where it did, to raise it there again."""
+    if counters[RAISED] == 0:
+        for i in range(x.size):
+            x[i] = xk[i]
+            g[i] = gk[i]
+    counters[STATUS] = st.LINE_SEARCH_FAILED if f_new - f_new == 0.0 else st.DIVERGED
+
+
+@kernel
 def _bfgs_initial_step(f, f_old, dphi0):
     """scipy's first trial: ``min(1, 1.01 * 2 (f - f_old) / phi'(0))``, or 1 if not positive."""
     alpha = min(1.0, 1.01 * 2.0 * (f - f_old) / dphi0)
@@ -133,11 +145,7 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
         if ok:
             break
     if not ok:
-        if counters[RAISED] == 0:  # else the portable loop's fg raised: x stays where it did
-            for i in range(d):
-                x[i] = xk[i]
-                g[i] = gk[i]
-        counters[STATUS] = st.LINE_SEARCH_FAILED if f_new - f_new == 0.0 else st.DIVERGED
+        _end_failed_search(x, g, xk, gk, f_new, counters)
         return f
     counters[STEP] += 1
     for i in range(d):
@@ -227,13 +235,9 @@ def lbfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
         if ok:
             break
     if not ok:
-        if counters[RAISED] == 0:  # else the portable loop's fg raised: x stays where it did
-            for i in range(d):
-                x[i] = xk[i]
-                g[i] = gk[i]
         flat[3 * m] = newest
         flat[3 * m + 1] = count
-        counters[STATUS] = st.LINE_SEARCH_FAILED if f_new - f_new == 0.0 else st.DIVERGED
+        _end_failed_search(x, g, xk, gk, f_new, counters)
         return f
     counters[STEP] += 1
     # The new pair goes to the next row of the ring (its rows are only written here).
@@ -273,11 +277,7 @@ def gd_line_search_advance(fg, hess, args, x, f, g, state, hyper, controls, coun
                                    dphi0, hyper[0], hyper[1], hyper[2], BFGS_XTOL, BFGS_STPMIN,
                                    BFGS_STPMAX, BFGS_MAXFEV)
     if not ok:
-        if counters[RAISED] == 0:  # else the portable loop's fg raised: x stays where it did
-            for i in range(d):
-                x[i] = xk[i]
-                g[i] = gk[i]
-        counters[STATUS] = st.LINE_SEARCH_FAILED if f_new - f_new == 0.0 else st.DIVERGED
+        _end_failed_search(x, g, xk, gk, f_new, counters)
         return f
     counters[STEP] += 1
     return f_new
