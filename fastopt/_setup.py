@@ -19,7 +19,7 @@ from .schedules import as_schedule
 LOOP_DEFAULTS = {"maxiter": 10_000, "gtol": 1e-5, "xtol": 0.0, "ftol": 0.0,
                  "clip_value": 0.0, "clip_norm": 0.0, "maxfun": np.inf}
 HISTORY_MAX_BYTES = 1 << 30
-OTHER_OPTIONS = ("schedule", "finite_diff_rel_step", "history", "history_max_bytes", "disp",
+OTHER_OPTIONS = ("schedule", "finite_diff_rel_step", "eps", "history", "history_max_bytes", "disp",
                  "line_search", "return_all", "norm")
 # scipy's option names for a hyperparameter fastopt names as torch/optax do
 OPTION_ALIASES = {"maxcor": "m"}  # L-BFGS-B's history size
@@ -131,7 +131,7 @@ def parse(method, options, tol, d, n_starts=None, jac=None):
     if n_starts is None and (options is None or isinstance(options, dict)):
         try:
             # types too: 1 == 1.0 == True, but not every option takes each of them
-            key = (method, type(tol), tol, d, _forward(jac),
+            key = (method, type(tol), tol, d, _forward(jac), jac is None or jac is False,
                    tuple([(k, type(v), v) for k, v in sorted((options or {}).items())]))
             hash(key)
         except TypeError:
@@ -230,6 +230,16 @@ def _parse(method, options, tol, d, n_starts, jac):
     rel_step = _numeric("finite_diff_rel_step", rel_step, n_starts)
     if np.any(~(rel_step > 0)):
         raise ValueError("Invalid finite_diff_rel_step: expected a value > 0")
+    fd_step = rel_step
+    if "eps" not in rule.hyperparameters and options.get("eps") is not None:
+        # scipy's absolute finite-difference step (BFGS, L-BFGS-B, ...), used, as there,
+        # when jac is None; a jac of '2-point' or '3-point' takes the relative step
+        abs_step = _numeric("eps", options["eps"], n_starts)
+        if np.any(~((abs_step > 0) & np.isfinite(abs_step))):
+            raise ValueError(f"Invalid eps: {options['eps']!r}; expected a finite step > 0 "
+                             "(the absolute finite-difference step)")
+        if jac is None or jac is False:
+            fd_step = -abs_step
     line_search = options.get("line_search", rule.default_line_search)
     if not isinstance(line_search, (str, type(None))) or line_search not in LINE_SEARCHES:
         raise ValueError(f"Invalid line_search: {line_search!r}; expected one of "
@@ -246,7 +256,7 @@ def _parse(method, options, tol, d, n_starts, jac):
     controls[:, L.MAXFUN] = maxfun
     controls[:, L.CLIP_VALUE] = loop["clip_value"]
     controls[:, L.CLIP_NORM] = loop["clip_norm"]
-    controls[:, L.FD_STEP] = rel_step
+    controls[:, L.FD_STEP] = fd_step
     controls[:, L.SCHEDULE_KIND] = schedule.kind
     controls[:, L.SCHEDULE_A] = schedule.a
     controls[:, L.SCHEDULE_B] = schedule.b

@@ -58,7 +58,9 @@ def minimize(fun, x0, args=(), method=None, jac=None, hess=None, hessp=None, bou
         ``betas``, ...) and ``maxiter`` (10000; BFGS: 200 d, as scipy), ``gtol``
         (1e-5, infinity norm of the gradient), ``xtol`` (0 = off, infinity norm of
         the step), ``ftol`` (0 = off, relative change in f), ``schedule`` (a ``fastopt.schedules``
-        schedule), ``clip_value``, ``clip_norm``, ``finite_diff_rel_step``,
+        schedule), ``clip_value``, ``clip_norm``, ``finite_diff_rel_step``, ``eps``
+        (scipy's absolute difference step, used when ``jac`` is None, for the rules
+        without an ``eps`` of their own),
         ``history`` (True, or k to keep every k-th iterate), ``return_all`` (scipy's:
         ``res.allvecs``, every iterate), ``disp``, and for the rules with a line search
         or Newton steps ``maxfun`` (stop after more evaluations of f, status 8).

@@ -38,13 +38,16 @@ from numba.extending import intrinsic, is_jitted, overload
 from ._jit import driver, inlined
 from ._layout import N_COUNTERS, NFEV, NHEV, NJEV
 from .rewrite import gradient_in_place
+from .scipy_functions import compiled_equivalent
 from .snapshot import cell_contents, current_version, global_names, is_helper, values_read
 
 CENTRAL, FORWARD, JAC, FUN_AND_JAC = "3-point", "2-point", "jac", "fun_and_jac"
 JAC_IN_PLACE = "jac_in_place"  # jac rewritten to write into g (fastopt.rewrite); not a user mode
 INPLACE, BLOCK = "inplace", "block"
 HESS_REL_STEP = float(np.finfo(float).eps ** (1 / 3))
-DEFAULT_REL_STEP = {CENTRAL: np.finfo(float).eps ** (1 / 3), FORWARD: np.finfo(float).eps ** 0.5}
+CENTRAL_REL_STEP = float(np.finfo(float).eps ** (1 / 3))
+FORWARD_REL_STEP = float(np.finfo(float).eps ** 0.5)
+DEFAULT_REL_STEP = {CENTRAL: CENTRAL_REL_STEP, FORWARD: FORWARD_REL_STEP}
 
 
 class PythonSpeedWarning(UserWarning):
@@ -165,7 +168,7 @@ def fg(x, g, args, fd_step, counters):
     f = to_float(fun(x{a}))
     for i in range(x.size):
         xi = x[i]
-        h = fd_step * max(1.0, abs(xi))
+        h = difference_step(fd_step, xi, CENTRAL_REL_STEP)
         x[i] = xi + h
         x_plus = x[i]
         f_plus = to_float(fun(x{a}))
@@ -183,7 +186,7 @@ def fg(x, g, args, fd_step, counters):
     f = to_float(fun(x{a}))
     for i in range(x.size):
         xi = x[i]
-        h = fd_step * max(1.0, abs(xi))
+        h = difference_step(fd_step, xi, FORWARD_REL_STEP)
         x[i] = xi + h
         x_plus = x[i]
         f_plus = to_float(fun(x{a}))
@@ -230,6 +233,23 @@ def _returns(value, grad):
     return Returns(scalar, vector)
 
 
+@inlined
+def difference_step(fd_step, xi, default_rel_step):
+    """The finite-difference step at coordinate value ``xi``.
+
+    ``fd_step > 0`` is a relative step, ``fd_step * max(1, |xi|)`` (scipy's
+    ``finite_diff_rel_step``); ``fd_step < 0`` is the absolute step ``-fd_step`` (scipy's
+    ``eps`` option), unless ``xi + h`` rounds back to ``xi``, where scipy, and so fastopt,
+    takes the default relative step instead.
+    """
+    if fd_step > 0.0:
+        return fd_step * max(1.0, abs(xi))
+    h = -fd_step
+    if (xi + h) - xi == 0.0:
+        return default_rel_step * max(1.0, abs(xi))
+    return h
+
+
 def _make_fg(fun, jac, mode, n_args, returns=GENERAL_RETURNS):
     """Build ``fg`` for ``mode`` as plain Python, from a template with ``args`` written out.
 
@@ -246,7 +266,9 @@ def _make_fg(fun, jac, mode, n_args, returns=GENERAL_RETURNS):
     if returns.vector_grad:
         source = source.replace("store_vector(", "copy_vector(")
     namespace = {"fun": fun, "jac": jac, "to_float": to_float, "store_vector": store_vector,
-                 "copy_vector": copy_vector, "NFEV": NFEV, "NJEV": NJEV, "np": np}
+                 "copy_vector": copy_vector, "NFEV": NFEV, "NJEV": NJEV, "np": np,
+                 "difference_step": difference_step, "CENTRAL_REL_STEP": CENTRAL_REL_STEP,
+                 "FORWARD_REL_STEP": FORWARD_REL_STEP}
     exec(source, namespace)  # noqa: S102 - fixed template
     return namespace["fg"]
 
@@ -415,6 +437,9 @@ def _compile(f):
     """``f`` as a numba dispatcher (memoized, so a function is compiled once)."""
     if f is None or is_jitted(f):
         return f
+    equivalent = compiled_equivalent(f)  # scipy.optimize.rosen and its kin
+    if equivalent is not None:
+        return equivalent
     try:
         return _compile_cached(f)
     except TypeError:  # unhashable callable

@@ -176,6 +176,36 @@ def test_jac_true_and_forward_differences_and_args():
     np.testing.assert_allclose(res.x, 1.5, atol=1e-4)
 
 
+def test_eps_is_scipys_absolute_difference_step():
+    # scipy's option eps (BFGS, L-BFGS-B, ...) with jac=None: the absolute step h, here of
+    # fastopt's central differences, g_i = (f(x + h e_i) - f(x - h e_i)) / (2h) as rounded
+    x0 = np.array([0.3, -1.7, 2.5])
+    h = 1e-3
+    res = fastopt.minimize(quadratic, x0, method="bfgs", options={"eps": h, "maxiter": 0})
+    expected = np.empty(3)
+    for i in range(3):
+        plus, minus = x0.copy(), x0.copy()
+        plus[i] += h
+        minus[i] -= h
+        expected[i] = (quadratic(plus) - quadratic(minus)) / (plus[i] - minus[i])
+    np.testing.assert_array_equal(res.jac, expected)
+    default = fastopt.minimize(quadratic, x0, method="bfgs", options={"maxiter": 0})
+    assert not np.array_equal(default.jac, expected)
+    # as in scipy, a jac of '2-point' or '3-point' takes the relative step: eps is not used
+    three_point = fastopt.minimize(quadratic, x0, method="bfgs", jac="3-point",
+                                   options={"eps": h, "maxiter": 0})
+    np.testing.assert_array_equal(three_point.jac, default.jac)
+    # a step lost next to a large coordinate falls back to the default relative step
+    far = fastopt.minimize(quadratic, np.array([3e9, 0.0, 0.0]), method="bfgs",
+                           options={"eps": 1e-9, "maxiter": 0})
+    assert np.all(np.isfinite(far.jac)) and far.jac[0] != 0.0
+    with pytest.raises(ValueError, match="Invalid eps"):
+        fastopt.minimize(quadratic, x0, method="bfgs", options={"eps": 0.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Adam's eps is Adam's: no "unknown option"
+        fastopt.minimize(quadratic, x0, method="adam", options={"eps": 1e-6, "maxiter": 3})
+
+
 def test_callback_receives_iterates_and_can_stop():
     seen = []
 
