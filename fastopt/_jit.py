@@ -11,8 +11,8 @@ would reassociate sums, breaking bit-for-bit reproducibility.
   and inlined at the numba-IR level into compiled callers (``inline="always"``).
   At small d numba's call boundary (reference counting of every array argument)
   costs ~40 ns, ten times a 2-D update.
-* ``called_kernel`` -- a leaf kernel cached on disk and called, not inlined (a
-  recursive one: :func:`fastopt.scipy_functions.pairwise_sum`).
+* ``called_kernel`` -- a leaf kernel cached on disk and called, not inlined (a loop
+  too large to inline everywhere: :func:`fastopt.scipy_functions.rosen_pairwise_sum`).
 * ``parallel_kernel`` -- multithreaded kernels (``prange``), cached, not inlined.
 * ``driver`` -- the loops, built per (rule, objective) by ``fastopt.loop.make_loop``
   and ``fastopt.block.make_block_loop``; they close over the user's functions
@@ -84,7 +84,7 @@ def _cached(**options):
 
 
 kernel = _cached(inline="always")
-called_kernel = _cached()  # a leaf kernel called, not inlined (a recursive one)
+called_kernel = _cached()  # a leaf kernel called, not inlined
 parallel_kernel = _cached(parallel=True)
 
 

@@ -158,7 +158,7 @@ def _result(work, setup):
     if setup.rule.inverse_hessian is not None:
         i = _best_index(work.F)
         best_hess_inv = setup.rule.inverse_hessian(work.state[i], work.hyper[i],
-                                                   int(c[i, L.STEP]))
+                                                   int(c[L.STEP, i]))
     return BatchResult(
         x=work.X, fun=work.F, jac=work.G, grad_norm=_max_abs_per_row(work.G), nit=c[L.NIT],
         nfev=c[L.NFEV], njev=c[L.NJEV], nhev=c[L.NHEV], status=status,

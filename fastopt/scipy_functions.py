@@ -20,7 +20,9 @@ arithmetic operation for operation, and so returns the very same numbers:
 
 ``tests/test_scipy_functions.py`` compares every function with scipy's, bit for bit.
 
-Importing fastopt registers each as numba's implementation of scipy's function
+Each takes a 1-D float64 array (``rosen_hess_prod`` two of the same length), the
+only input fastopt gives them. Importing fastopt registers each as numba's
+implementation of scipy's function for such arrays
 (``numba.extending.overload``): a user's ``@numba.njit`` code may call
 ``scipy.optimize.rosen`` itself, and :func:`fastopt.minimize` compiles scipy's functions
 to these (:func:`compiled_equivalent`).
@@ -43,10 +45,18 @@ _COMMON = {"nogil": True, "error_model": "numpy"}
 def _c_library_pow():
     # NumPy's scalar power calls pow() from the C math library the process has loaded
     name = ctypes.util.find_library("m") or ctypes.util.find_library("c") or "ucrtbase"
-    function = ctypes.CDLL(name).pow
+    try:
+        function = ctypes.CDLL(name).pow
+    except (OSError, AttributeError):  # no C library found: x ** y, to the last bit or so
+        return _power
     function.restype = ctypes.c_double
     function.argtypes = (ctypes.c_double, ctypes.c_double)
     return function
+
+
+@numba.njit(**_COMMON)
+def _power(x, y):
+    return x**y
 
 
 c_pow = _c_library_pow()
@@ -96,7 +106,7 @@ def _block_sum(x, first, n):
 
 
 @called_kernel
-def pairwise_sum(x, first, n):
+def rosen_pairwise_sum(x, first, n):
     """The sum of Rosenbrock's terms ``first`` to ``first + n - 1`` in NumPy's order.
 
     NumPy's ``add.reduce`` of a contiguous float64 array (``pairwise_sum`` in NumPy's
@@ -105,7 +115,8 @@ def pairwise_sum(x, first, n):
     ``((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))``, then the last ``n mod 8``
     terms one by one; more, split at ``n // 2`` rounded down to a multiple of 8, each
     half summed the same way and the two sums added. That recursion is walked here with
-    a stack of the halves (numba's disk cache does not hold recursive functions).
+    a stack of the halves (a recursive function, loaded from numba's disk cache, crashed
+    the process).
     """
     if n <= PAIRWISE_BLOCK:
         return _block_sum(x, first, n)
@@ -141,13 +152,16 @@ def pairwise_sum(x, first, n):
 
 @numba.njit(**_COMMON)
 def _index_error(d):
+    # NumPy's message for scipy's x[1] (or, for an empty x, x[0])
+    if d == 0:
+        raise IndexError("index 0 is out of bounds for axis 0 with size 0")
     raise IndexError("index 1 is out of bounds for axis 0 with size 1")
 
 
 @called_kernel
 def rosen(x):
     r"""scipy.optimize.rosen: :math:`\sum_i 100 (x_{i+1} - x_i^2)^2 + (1 - x_i)^2`."""
-    return pairwise_sum(x, 0, max(x.size - 1, 0))
+    return rosen_pairwise_sum(x, 0, max(x.size - 1, 0))
 
 
 @numba.njit(**_COMMON)
@@ -212,6 +226,8 @@ def rosen_hess_prod(x, p):
     d = x.size
     if d < 2:
         _index_error(d)
+    if p.size != d:
+        raise ValueError("operands could not be broadcast together: p must have x's shape")
     Hp = np.zeros(d)
     Hp[0] = (1200.0 * c_pow(x[0], 2.0) - 400.0 * x[1] + 2.0) * p[0] - 400.0 * x[0] * p[1]
     for i in range(1, d - 1):

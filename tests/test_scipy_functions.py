@@ -19,7 +19,10 @@ DIMS = [2, 3, 8, 9, 10, 16, 17, 129, 130, 136, 137, 257, 1000, 4099]
 
 def _points(d, count=5, seed=0):
     rng = np.random.default_rng(seed + d)
-    return [rng.standard_normal(d) * 10.0 ** rng.integers(-3, 3) for _ in range(count)]
+    points = [rng.standard_normal(d) * 10.0 ** rng.integers(-3, 3) for _ in range(count)]
+    zeros = rng.standard_normal(d)  # exact zeros of both signs: the signs of zero in H
+    zeros[::3], zeros[1::3] = 0.0, -0.0
+    return [*points, zeros]
 
 
 @pytest.mark.parametrize("d", DIMS)
@@ -58,6 +61,11 @@ def test_one_dimension_as_scipy():
             theirs(x)
         with pytest.raises(IndexError):
             ours(x)
+
+
+def test_hess_prod_checks_lengths():
+    with pytest.raises(ValueError, match="broadcast"):
+        scipy_functions.rosen_hess_prod(np.ones(4), np.ones(2))
 
 
 def test_njit_code_may_call_scipys_functions():

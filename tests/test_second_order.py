@@ -553,10 +553,13 @@ def test_lbfgs_hess_inv_holds_the_last_steps_and_gradient_changes(maxiter):
 
 
 @pytest.mark.parametrize("method", ["bfgs", "lbfgs"])
-def test_batch_best_has_the_hess_inv_of_its_single_run(method):
-    X0 = np.random.default_rng(3).uniform(-2.0, 2.0, size=(20, 3))
-    best = run_batch(method, X0, ROSENBROCK).best()
-    single = run(method, X0[best.index], ROSENBROCK)
+@pytest.mark.parametrize("n_starts", [3, 20])  # fewer starts than counters, and more
+def test_batch_best_has_the_hess_inv_of_its_single_run(method, n_starts):
+    X0 = np.random.default_rng(3).uniform(-2.0, 2.0, size=(n_starts, 3))
+    X0[-1] = [0.9, 0.8, 0.6]  # the best start last: an index past the number of counters
+    best = run_batch(method, X0, ROSENBROCK, options={"maxiter": 6}).best()
+    assert best.index == n_starts - 1
+    single = run(method, X0[best.index], ROSENBROCK, options={"maxiter": 6})
     if method == "bfgs":
         np.testing.assert_array_equal(best.hess_inv, single.hess_inv)
     else:
