@@ -201,12 +201,16 @@ def _parse(method, options, tol, d, n_starts, jac):
         if np.any(~(loop[name] >= 0)):
             got = options.get(name, tol)
             raise ValueError(f"Invalid {name}: expected a value >= 0; got {got!r}")
+    # As in scipy, any number >= 0: the loop stops once nit >= maxiter (100.1 runs 101
+    # iterations, inf never stops for it) and once nfev > maxfun.
     maxiter = loop["maxiter"]
-    if np.any(~(maxiter >= 0)) or np.any(maxiter != np.round(maxiter)):
-        raise ValueError(f"Invalid maxiter: {options.get('maxiter')!r}; expected an integer >= 0")
+    if np.any(~(maxiter >= 0)):
+        raise ValueError(f"Invalid maxiter: {options.get('maxiter')!r}; expected a number >= 0 "
+                         "(inf: no limit)")
     maxfun = loop["maxfun"]
-    if np.any(~(maxfun >= 0)) or np.any(np.isfinite(maxfun) & (maxfun != np.round(maxfun))):
-        raise ValueError(f"Invalid maxfun: {options.get('maxfun')!r}; expected an integer >= 0")
+    if np.any(~(maxfun >= 0)):
+        raise ValueError(f"Invalid maxfun: {options.get('maxfun')!r}; expected a number >= 0 "
+                         "(inf: no limit)")
     if options.get("maxfun") is not None and rule.advance is None:
         raise ValueError(f"Invalid maxfun: method {method!r} evaluates f a fixed number of "
                          "times per iteration (once, or 1 + 2d with finite differences); "
@@ -268,7 +272,7 @@ def _parse(method, options, tol, d, n_starts, jac):
             raise ValueError(f"Invalid history: {options['history']!r} with return_all, which "
                              "keeps every iterate; drop one of them")
         options["history"] = True
-    every, rows = _history(options, int(np.max(maxiter)), n, d)
+    every, rows = _history(options, float(np.max(maxiter)), n, d)
     setup = Setup(rule, hyper, controls, int(rule.n_state(d, values)), every, rows,
                   bool(options.get("disp", False)), return_all)
     return setup, unknown
@@ -306,6 +310,9 @@ def _history(options, maxiter, n, d):
     else:
         raise ValueError(f"Invalid history: {history!r}; expected True, False or an integer k > 0 "
                          "(keep every k-th iterate)")
+    if not np.isfinite(maxiter):
+        raise ValueError("history needs a finite maxiter (it keeps up to maxiter + 1 rows)")
+    maxiter = int(np.ceil(maxiter))  # the iterations the loop runs at most
     rows = maxiter // every + 1
     needed = n * rows * (d + 1) * 8
     if needed > limit:

@@ -206,6 +206,20 @@ def test_eps_is_scipys_absolute_difference_step():
         fastopt.minimize(quadratic, x0, method="adam", options={"eps": 1e-6, "maxiter": 3})
 
 
+def test_limits_may_be_any_number_as_in_scipy():
+    # scipy stops once nit >= maxiter and nfev > maxfun: 3.5 iterations run 4; inf, no limit
+    from scipy.optimize import rosen, rosen_der
+
+    x0 = np.array([1.3, 0.7, 0.8, 1.9, 1.2])
+    for method, options in [("BFGS", {"maxiter": 3.5}), ("L-BFGS-B", {"maxfun": 10.5}),
+                            ("BFGS", {"maxiter": np.inf})]:
+        ours = fastopt.minimize(rosen, x0, method=method, jac=rosen_der, options=options)
+        theirs = so.minimize(rosen, x0, method=method, jac=rosen_der, options=options)
+        assert (ours.nit, ours.nfev) == (theirs.nit, theirs.nfev), (method, options)
+    with pytest.raises(ValueError, match="finite maxiter"):
+        fastopt.minimize(quadratic, np.zeros(2), options={"maxiter": np.inf, "history": True})
+
+
 def test_callback_receives_iterates_and_can_stop():
     seen = []
 
