@@ -334,8 +334,13 @@ def bfgs_inverse_update(H, s, y, work):
         H \leftarrow (I - \rho s y^T) H (I - \rho y s^T) + \rho s s^T, \qquad
         \rho = 1 / (y^T s),
 
-    computed as :math:`H - \rho (u s^T + s u^T) + (\rho^2 y^T u + \rho) s s^T` with
-    :math:`u = H y` (``work``), which assumes ``H`` symmetric.
+    in scipy's order, in O(d^2): :math:`M = H (I - \rho y s^T) = H - \rho u s^T` with
+    :math:`u = H y`, then :math:`M - \rho s w^T` with :math:`w = M^T y`, and
+    :math:`\rho s s^T` added last. Expanded into
+    :math:`H - \rho (u s^T + s u^T) + (\rho^2 y^T u + \rho) s s^T`, the terms of order 1
+    cancel and leave rounding where :math:`\rho s s^T` is small (an objective scaled by
+    1e50 from H = I: H went to 0 and BFGS took 43 iterations instead of scipy's 2).
+    ``work`` holds u, then w.
     """
     d = s.size
     sy = 0.0
@@ -344,17 +349,22 @@ def bfgs_inverse_update(H, s, y, work):
     if not sy > 0.0:
         return False
     rho = 1.0 / sy
-    yu = 0.0
     for i in range(d):
         u = 0.0
         for j in range(d):
             u += H[i, j] * y[j]
         work[i] = u
-        yu += y[i] * u
-    c = rho * rho * yu + rho
     for i in range(d):
         for j in range(d):
-            H[i, j] += c * s[i] * s[j] - rho * (work[i] * s[j] + s[i] * work[j])
+            H[i, j] -= rho * work[i] * s[j]
+    for j in range(d):
+        work[j] = 0.0
+    for i in range(d):
+        for j in range(d):
+            work[j] += H[i, j] * y[i]
+    for i in range(d):
+        for j in range(d):
+            H[i, j] = (H[i, j] - rho * s[i] * work[j]) + rho * s[i] * s[j]
     return True
 
 
