@@ -22,7 +22,7 @@ FTOL = 2
 MAXITER = 3
 CLIP_VALUE = 4  # 0 = off
 CLIP_NORM = 5  # 0 = off
-FD_STEP = 6  # finite-difference step: > 0 relative, < 0 minus an absolute step
+FD_STEP = 6  # finite-difference step: 0 the default, > 0 relative, < 0 minus an absolute step
 SCHEDULE_KIND = 7  # fastopt.schedules kind code, 0 = constant
 SCHEDULE_A = 8
 SCHEDULE_B = 9

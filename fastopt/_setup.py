@@ -12,7 +12,7 @@ import numpy as np
 from scipy.optimize import OptimizeWarning
 
 from . import _layout as L
-from .objective import CENTRAL, DEFAULT_REL_STEP, FORWARD
+from .objective import FORWARD
 from .rules import RULES, Rule
 from .schedules import as_schedule
 
@@ -20,7 +20,7 @@ LOOP_DEFAULTS = {"maxiter": 10_000, "gtol": 1e-5, "xtol": 0.0, "ftol": 0.0,
                  "clip_value": 0.0, "clip_norm": 0.0, "maxfun": np.inf}
 HISTORY_MAX_BYTES = 1 << 30
 OTHER_OPTIONS = ("schedule", "finite_diff_rel_step", "eps", "history", "history_max_bytes", "disp",
-                 "line_search", "return_all", "norm")
+                 "line_search", "return_all", "norm", "workers")
 # scipy's option names for a hyperparameter fastopt names as torch/optax do
 OPTION_ALIASES = {"maxcor": "m"}  # L-BFGS-B's history size
 LINE_SEARCHES = {None: 0, "none": 0, "strong-wolfe": 1, "wolfe": 1, "armijo": 2}
@@ -35,6 +35,8 @@ class Setup(NamedTuple):
     history_rows: int
     disp: bool
     return_all: bool  # scipy's res.allvecs (every iterate, x0 first)
+    differences: str = None  # the jac to use for jac=None: '2-point' with scipy's eps
+    matrices: dict = {}  # the rule's matrix options given (BFGS: hess_inv0), (d, d) each
 
 
 DEFAULT_METHOD = "adam"  # minimize's and minimize_batch's ``method``
@@ -131,7 +133,7 @@ def parse(method, options, tol, d, n_starts=None, jac=None):
     if n_starts is None and (options is None or isinstance(options, dict)):
         try:
             # types too: 1 == 1.0 == True, but not every option takes each of them
-            key = (method, type(tol), tol, d, _forward(jac), jac is None or jac is False,
+            key = (method, type(tol), tol, d, jac is None or jac is False,
                    tuple([(k, type(v), v) for k, v in sorted((options or {}).items())]))
             hash(key)
         except TypeError:
@@ -148,10 +150,6 @@ def parse(method, options, tol, d, n_starts=None, jac=None):
         warnings.warn(f"Unknown solver options: {', '.join(unknown)}", OptimizeWarning,
                       stacklevel=3)
     return setup
-
-
-def _forward(jac):
-    return isinstance(jac, str) and jac == FORWARD
 
 
 def _parse(method, options, tol, d, n_starts, jac):
@@ -177,7 +175,8 @@ def _parse(method, options, tol, d, n_starts, jac):
                 raise ValueError(f"Options {alias!r} and {name!r} are the same setting "
                                  f"(scipy's and fastopt's name); give one of them")
             options[name] = options.pop(alias)
-    known = set(rule.hyperparameters) | set(LOOP_DEFAULTS) | set(OTHER_OPTIONS)
+    known = (set(rule.hyperparameters) | set(LOOP_DEFAULTS) | set(OTHER_OPTIONS)
+             | set(rule.matrix_options))
     unknown = sorted(k for k in options if k not in known)
     n = 1 if n_starts is None else n_starts
 
@@ -228,22 +227,21 @@ def _parse(method, options, tol, d, n_starts, jac):
     if not (isinstance(norm, (int, float, np.number)) and norm == np.inf):
         raise ValueError(f"Invalid norm: {norm!r}; fastopt's gtol bounds the infinity norm of "
                          "the gradient (norm=np.inf, scipy's default)")
+    # the finite-difference step (objective.difference_step): 0 for scipy's default
     rel_step = options.get("finite_diff_rel_step")
-    if rel_step is None:  # scipy's: sqrt(eps) for forward differences, eps**(1/3) central
-        rel_step = DEFAULT_REL_STEP[FORWARD if _forward(jac) else CENTRAL]
-    rel_step = _numeric("finite_diff_rel_step", rel_step, n_starts)
-    if np.any(~(rel_step > 0)):
+    fd_step = 0.0 if rel_step is None else _numeric("finite_diff_rel_step", rel_step, n_starts)
+    if rel_step is not None and np.any(~(fd_step > 0)):
         raise ValueError("Invalid finite_diff_rel_step: expected a value > 0")
-    fd_step = rel_step
+    differences = None
     if "eps" not in rule.hyperparameters and options.get("eps") is not None:
-        # scipy's absolute finite-difference step (BFGS, L-BFGS-B, ...), used, as there,
-        # when jac is None; a jac of '2-point' or '3-point' takes the relative step
+        # scipy's eps (BFGS, L-BFGS-B, ...): with jac None, forward differences with this
+        # absolute step; a jac of '2-point' or '3-point' takes the relative step instead
         abs_step = _numeric("eps", options["eps"], n_starts)
         if np.any(~((abs_step > 0) & np.isfinite(abs_step))):
             raise ValueError(f"Invalid eps: {options['eps']!r}; expected a finite step > 0 "
                              "(the absolute finite-difference step)")
         if jac is None or jac is False:
-            fd_step = -abs_step
+            fd_step, differences = -abs_step, FORWARD
     line_search = options.get("line_search", rule.default_line_search)
     if not isinstance(line_search, (str, type(None))) or line_search not in LINE_SEARCHES:
         raise ValueError(f"Invalid line_search: {line_search!r}; expected one of "
@@ -273,8 +271,16 @@ def _parse(method, options, tol, d, n_starts, jac):
                              "keeps every iterate; drop one of them")
         options["history"] = True
     every, rows = _history(options, float(np.max(maxiter)), n, d)
+    matrices = {}
+    for name in rule.matrix_options:
+        if options.get(name) is not None:
+            matrix = np.asarray(options[name])
+            if matrix.shape != (d, d) or matrix.dtype.kind not in "biuf":
+                raise ValueError(f"Invalid {name}: expected a real matrix of shape ({d}, {d}); "
+                                 f"got shape {matrix.shape}")
+            matrices[name] = matrix.astype(np.float64)
     setup = Setup(rule, hyper, controls, int(rule.n_state(d, values)), every, rows,
-                  bool(options.get("disp", False)), return_all)
+                  bool(options.get("disp", False)), return_all, differences, matrices)
     return setup, unknown
 
 

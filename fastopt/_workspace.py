@@ -28,7 +28,7 @@ class Workspace:
         self.F = np.empty(n)
         self.state = np.zeros((n, setup.n_state, d))
         if setup.rule.init is not None:
-            setup.rule.init(self.state, setup.hyper)
+            setup.rule.init(self.state, setup.hyper, setup.matrices)
         self.hyper = setup.hyper
         self.controls = setup.controls
         self.counters = np.zeros((n, L.N_COUNTERS), dtype=np.int64)

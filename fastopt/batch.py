@@ -129,7 +129,8 @@ def minimize_batch(fun, X0, args=(), method=DEFAULT_METHOD, jac=None, hess=None,
     X0 = as_points(starts, "X0", batch=True)  # a copy: the run moves it
     n, d = X0.shape
     setup = parse(method, options, tol, d, n_starts=n, jac=jac)
-    objective, args = prepare(fun, X0[0], args, jac, hess, setup.rule.needs_hess)
+    objective, args = prepare(fun, X0[0], args, setup.differences or jac, hess,
+                              setup.rule.needs_hess)
     if launches_parallel_code(fun, jac, hess):
         # A user's parallel=True code uses every core itself, and numba's "workqueue"
         # threading layer aborts the process when two threads launch parallel code at once.

@@ -17,7 +17,8 @@ Per iteration ``k`` (from ``x_k`` with value ``f_k`` and gradient ``g_k``):
 3. the rule's ``advance`` computes ``x_{k+1}``, ``f_{k+1}``, ``g_{k+1}``;
 4. if any of them is non-finite, restore ``x_k`` (the last finite point) and stop
    with ``DIVERGED``;
-5. stop with ``XTOL`` if ``max|x_{k+1} - x_k| <= xtol`` or with ``FTOL`` if
+5. stop with ``XTOL`` if ``max|x_{k+1} - x_k| <= xtol`` (or the rule's own test of
+   its step says so: BFGS's ``xrtol``) or with ``FTOL`` if
    ``|f_{k+1} - f_k| <= ftol * max(|f_k|, |f_{k+1}|, 1)`` (each only if > 0).
 """
 
@@ -344,8 +345,10 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False, cach
                 # rule's later trials, see fastopt.linesearch.trial, leave x there)
                 status = st.DIVERGED
                 break
-            if counters[STATUS] != st.RUNNING:  # the rule itself failed, x is its last good point
-                status = counters[STATUS]
+            rule_status = counters[STATUS]  # XTOL: the rule's own test after its step met
+            if rule_status != st.RUNNING and rule_status != st.XTOL:
+                # the rule itself failed, x is its last good point
+                status = rule_status
                 if not (is_finite(f) and all_finite(x) and all_finite(g)):
                     f = f_prev
                     for i in range(x.size):
@@ -363,7 +366,7 @@ def _make_loop(step, is_update, fg, hess, compiled, history, outline=False, cach
             counters[NIT] = nit
             if history:
                 record(x_history, f_history, every, nit, x, f)
-            if xtol > 0.0 and all_abs_diff_le(x, x_prev, xtol):
+            if rule_status == st.XTOL or (xtol > 0.0 and all_abs_diff_le(x, x_prev, xtol)):
                 status = st.XTOL
                 break
             if ftol > 0.0 and abs(f - f_prev) <= ftol * max(abs(f), abs(f_prev), 1.0):

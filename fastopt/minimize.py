@@ -59,8 +59,8 @@ def minimize(fun, x0, args=(), method=None, jac=None, hess=None, hessp=None, bou
         (1e-5, infinity norm of the gradient), ``xtol`` (0 = off, infinity norm of
         the step), ``ftol`` (0 = off, relative change in f), ``schedule`` (a ``fastopt.schedules``
         schedule), ``clip_value``, ``clip_norm``, ``finite_diff_rel_step``, ``eps``
-        (scipy's absolute difference step, used when ``jac`` is None, for the rules
-        without an ``eps`` of their own),
+        (scipy's: with ``jac`` None, forward differences with this absolute step; for
+        the rules without an ``eps`` of their own),
         ``history`` (True, or k to keep every k-th iterate), ``return_all`` (scipy's:
         ``res.allvecs``, every iterate), ``disp``, and for the rules with a line search
         or Newton steps ``maxfun`` (stop after more evaluations of f, status 8).
@@ -110,7 +110,7 @@ def minimize(fun, x0, args=(), method=None, jac=None, hess=None, hessp=None, bou
         raise TypeError(f"callback must be callable; got {type(callback).__name__}")
     x0 = as_points(x0, "x0", batch=False)
     setup = parse(method, options, tol, x0.size, jac=jac)
-    objective, args = prepare(fun, x0, args, jac, hess, setup.rule.needs_hess)
+    objective, args = prepare(fun, x0, args, setup.differences or jac, hess, setup.rule.needs_hess)
     work = run_with_fallback(
         objective, lambda obj, call: _minimize(x0, setup, obj, args, callback, call))
     return _result(work, setup)

@@ -47,7 +47,6 @@ INPLACE, BLOCK = "inplace", "block"
 HESS_REL_STEP = float(np.finfo(float).eps ** (1 / 3))
 CENTRAL_REL_STEP = float(np.finfo(float).eps ** (1 / 3))
 FORWARD_REL_STEP = float(np.finfo(float).eps ** 0.5)
-DEFAULT_REL_STEP = {CENTRAL: CENTRAL_REL_STEP, FORWARD: FORWARD_REL_STEP}
 
 
 class PythonSpeedWarning(UserWarning):
@@ -235,18 +234,22 @@ def _returns(value, grad):
 
 @inlined
 def difference_step(fd_step, xi, default_rel_step):
-    """The finite-difference step at coordinate value ``xi``.
+    """The finite-difference step at coordinate value ``xi``, as scipy's
+    ``approx_derivative`` takes it.
 
-    ``fd_step > 0`` is a relative step, ``fd_step * max(1, |xi|)`` (scipy's
-    ``finite_diff_rel_step``); ``fd_step < 0`` is the absolute step ``-fd_step`` (scipy's
-    ``eps`` option), unless ``xi + h`` rounds back to ``xi``, where scipy, and so fastopt,
-    takes the default relative step instead.
+    ``fd_step == 0``: the default, ``default_rel_step * sign(xi) * max(1, |xi|)``;
+    ``fd_step > 0``: a relative step (scipy's ``finite_diff_rel_step``),
+    ``fd_step * sign(xi) * |xi|``; ``fd_step < 0``: the absolute step ``-fd_step``
+    (scipy's ``eps`` option). Either of the last two, where ``xi + h`` rounds back to
+    ``xi`` (``xi = 0`` for a relative step), falls back to the default. ``sign(0)`` is 1.
     """
-    if fd_step > 0.0:
-        return fd_step * max(1.0, abs(xi))
-    h = -fd_step
+    sign = 1.0 if xi >= 0.0 else -1.0
+    default = default_rel_step * sign * max(1.0, abs(xi))
+    if fd_step == 0.0:
+        return default
+    h = fd_step * sign * abs(xi) if fd_step > 0.0 else -fd_step
     if (xi + h) - xi == 0.0:
-        return default_rel_step * max(1.0, abs(xi))
+        return default
     return h
 
 

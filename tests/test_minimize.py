@@ -176,25 +176,25 @@ def test_jac_true_and_forward_differences_and_args():
     np.testing.assert_allclose(res.x, 1.5, atol=1e-4)
 
 
-def test_eps_is_scipys_absolute_difference_step():
-    # scipy's option eps (BFGS, L-BFGS-B, ...) with jac=None: the absolute step h, here of
-    # fastopt's central differences, g_i = (f(x + h e_i) - f(x - h e_i)) / (2h) as rounded
-    x0 = np.array([0.3, -1.7, 2.5])
-    h = 1e-3
-    res = fastopt.minimize(quadratic, x0, method="bfgs", options={"eps": h, "maxiter": 0})
-    expected = np.empty(3)
-    for i in range(3):
-        plus, minus = x0.copy(), x0.copy()
-        plus[i] += h
-        minus[i] -= h
-        expected[i] = (quadratic(plus) - quadratic(minus)) / (plus[i] - minus[i])
-    np.testing.assert_array_equal(res.jac, expected)
-    default = fastopt.minimize(quadratic, x0, method="bfgs", options={"maxiter": 0})
-    assert not np.array_equal(default.jac, expected)
-    # as in scipy, a jac of '2-point' or '3-point' takes the relative step: eps is not used
-    three_point = fastopt.minimize(quadratic, x0, method="bfgs", jac="3-point",
-                                   options={"eps": h, "maxiter": 0})
-    np.testing.assert_array_equal(three_point.jac, default.jac)
+def test_difference_steps_are_scipys():
+    # scipy's approx_derivative: eps (BFGS, L-BFGS-B) with jac=None is forward differences
+    # with that absolute step; '2-point' steps by sqrt(eps) * sign(x) * max(1, |x|), or
+    # finite_diff_rel_step * sign(x) * |x| -- so the gradients are scipy's, bit for bit
+    def fun(x):
+        return (1.0 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2 + np.exp(0.3 * x[2])
+
+    x0 = np.array([-1.2, 1.0, 0.0])
+    for jac, options in [(None, {"eps": 1e-3}), (None, {"eps": 1e-9}), ("2-point", {}),
+                         ("2-point", {"finite_diff_rel_step": 1e-4}),
+                         ("3-point", {"eps": 1e-3})]:
+        ours = fastopt.minimize(fun, x0, method="bfgs", jac=jac, options={**options, "maxiter": 0})
+        theirs = so.minimize(fun, x0, method="BFGS", jac=jac, options={**options, "maxiter": 0})
+        np.testing.assert_array_equal(ours.jac, theirs.jac, err_msg=f"{jac} {options}")
+    for jac, options in [(None, {"eps": 1e-4}), ("2-point", {})]:  # whole runs: scipy's
+        run = fastopt.minimize(fun, x0, method="bfgs", jac=jac, options=options)
+        expected = so.minimize(fun, x0, method="BFGS", jac=jac, options=options)
+        assert run.success and expected.success
+        assert (run.nit, run.nfev) == (expected.nit, expected.nfev), (jac, options)
     # a step lost next to a large coordinate falls back to the default relative step
     far = fastopt.minimize(quadratic, np.array([3e9, 0.0, 0.0]), method="bfgs",
                            options={"eps": 1e-9, "maxiter": 0})

@@ -268,6 +268,38 @@ def test_bfgs_inverse_update_matches_formula():
     assert not la.bfgs_inverse_update(Hk, s, -y, np.empty(d))  # s'y < 0: no update
 
 
+@pytest.mark.parametrize("options", [{"xrtol": 1e-3}, {"xrtol": 0.1},
+                                     {"hess_inv0": np.diag([1.0, 2.0, 3.0, 4.0, 5.0])},
+                                     {"hess_inv0": 0.01 * np.eye(5), "xrtol": 1e-3},
+                                     {"workers": 1}])
+def test_bfgs_scipy_options(options):
+    # scipy's BFGS options: xrtol stops once ||s_k|| <= xrtol (xrtol + ||x_k+1||), counting
+    # that iteration; hess_inv0 is H_0; workers (scipy's map for differences) changes nothing
+    x0 = np.array([1.3, 0.7, 0.8, 1.9, 1.2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "unknown option"
+        ours = fastopt.minimize(so.rosen, x0, jac=so.rosen_der, method="BFGS", options=options)
+    theirs = so.minimize(so.rosen, x0, jac=so.rosen_der, method="BFGS", options=options)
+    assert (ours.nit, ours.nfev, ours.success) == (theirs.nit, theirs.nfev, theirs.success)
+    expected_status = Status.XTOL if ours.nit < 20 else Status.GTOL
+    assert ours.status == expected_status
+    np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6)
+    batch = fastopt.minimize_batch(so.rosen, np.stack([x0, x0 + 0.1]), jac=so.rosen_der,
+                                   method="BFGS", options=options)
+    np.testing.assert_array_equal(batch.x[0], ours.x)
+
+
+def test_bfgs_hess_inv0_is_checked():
+    x0 = np.zeros(3)
+    start = fastopt.minimize(so.rosen, x0, method="BFGS", jac=so.rosen_der,
+                             options={"hess_inv0": 0.5 * np.eye(3), "maxiter": 0})
+    np.testing.assert_array_equal(start.hess_inv, 0.5 * np.eye(3))  # H_0, as scipy's
+    for bad, match in [(-np.eye(3), "positive definite"), (np.ones((3, 3)), "positive definite"),
+                       (np.eye(2), "shape")]:
+        with pytest.raises(ValueError, match=match):
+            fastopt.minimize(so.rosen, x0, method="BFGS", options={"hess_inv0": bad})
+
+
 def test_bfgs_badly_scaled_objective_as_scipy():
     # f scaled by 1e50 from H = I: rho s s' is 1e-50 next to terms of order 1, which an
     # expanded update cancels to rounding (H went to 0: 43 iterations for scipy's 2)

@@ -15,8 +15,9 @@ A rule that evaluates the objective itself (line searches, Newton) gives instead
     into ``g`` and return its value. A rule that fails (a line search, a singular
     system) sets ``counters[STATUS]`` and leaves ``x``, ``g`` at the last good point.
 
-Either may be paired with ``init(state, hyper)`` (NumPy), which fills fresh
-state of shape ``(N, n_state, d)`` beyond its zero start.
+Either may be paired with ``init(state, hyper, matrices)`` (NumPy), which fills fresh
+state of shape ``(N, n_state, d)`` beyond its zero start; ``matrices`` maps each of
+the rule's ``matrix_options`` that was given (BFGS: ``hess_inv0``) to its (d, d) array.
 
 A quasi-Newton rule also gives ``inverse_hessian(state, hyper, step)`` (NumPy): its
 approximation of the inverse Hessian from one start's final ``state``, returned as
@@ -61,6 +62,7 @@ class Rule(NamedTuple):
     # ``tol`` sets (scipy: gtol; L-BFGS-B: both).
     loop_defaults: dict = None
     tol_sets: tuple = ("gtol",)
+    matrix_options: tuple = ()  # options that are one (d, d) matrix for every start
 
 
 def check_range(name, value, low, high=np.inf, low_inclusive=True, high_inclusive=False):

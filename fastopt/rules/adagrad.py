@@ -86,7 +86,7 @@ def _update_block(X, G, S, H, step, active, scratch):
             S[0, i, b] = s if keep else S[0, i, b]
 
 
-def _init(state, hyper):
+def _init(state, hyper, matrices):
     """Start the sum at initial_accumulator_value (state: (N, 1, d))."""
     state[:, 0, :] = hyper[:, 3, None]
 

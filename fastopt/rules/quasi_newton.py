@@ -91,9 +91,23 @@ def _bfgs_initial_step(f, f_old, dphi0):
 
 # ---------------------------------------------------------------------------------
 # BFGS. state rows: [0, d) inverse Hessian H; d: direction p; d+1: x_k; d+2: g_k, then
-# y_k; d+3: work (H y); then the scalar area (flat): [f_{k-1}, updates since the reset].
+# y_k; d+3: work (H y); then the scalar area (flat): [f_{k-1}, updates since the reset,
+# 1.0 if H_0 was given (hess_inv0)].
 def _bfgs_n_state(d, values):
-    return d + 4 + -(-2 // d)
+    return d + 4 + -(-3 // d)
+
+
+def _bfgs_init(state, hyper, matrices):
+    """``hess_inv0`` (scipy's option) as every start's :math:`H_0`; it must be symmetric
+    positive definite, as scipy checks."""
+    h0 = matrices.get("hess_inv0")
+    if h0 is None:
+        return
+    if not (np.allclose(h0, h0.T) and np.all(np.linalg.eigvalsh(0.5 * (h0 + h0.T)) > 0)):
+        raise ValueError("Invalid hess_inv0: the matrix isn't positive definite")
+    d = h0.shape[0]
+    state[:, :d] = h0
+    state[:, d + 4:].reshape(state.shape[0], -1)[:, 2] = 1.0
 
 
 @takes_functions("fg", "hess")
@@ -111,9 +125,11 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     kind = int(controls[LINE_SEARCH])
     fd_step = controls[FD_STEP]
     if counters[STEP] == 0:
-        _set_identity(H)
+        given = scalars[2] != 0.0  # H_0 from hess_inv0, else the identity
+        if not given:
+            _set_identity(H)
         scalars[0] = f + np.sqrt(dot(g, g)) / 2.0  # scipy: the first trial step is ~1/||g||
-        scalars[1] = 0.0
+        scalars[1] = 1.0 if given else 0.0  # a failed first search then restarts from -g
     n_updates = scalars[1]
     for i in range(d):
         xk[i] = x[i]
@@ -151,9 +167,15 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     for i in range(d):
         p[i] = alpha * p[i]  # s_k
         gk[i] = g[i] - gk[i]  # y_k
-    # scipy stops before its update once max|g_{k+1}| <= gtol: so does res.hess_inv
-    if not all_abs_le(g, controls[GTOL]) and bfgs_inverse_update(H, p, gk, work):
-        n_updates += 1.0
+    # scipy stops before its update once max|g_{k+1}| <= gtol (so does res.hess_inv),
+    # or once ||s_k|| <= xrtol (xrtol + ||x_{k+1}||) (2-norms): the loop counts the
+    # iteration and stops with XTOL
+    if not all_abs_le(g, controls[GTOL]):
+        xrtol = hyper[2]
+        if xrtol > 0.0 and np.sqrt(dot(p, p)) <= xrtol * (xrtol + np.sqrt(dot(x, x))):
+            counters[STATUS] = st.XTOL
+        elif bfgs_inverse_update(H, p, gk, work):
+            n_updates += 1.0
     scalars[0] = f
     scalars[1] = n_updates
     return f_new
@@ -288,10 +310,10 @@ def gd_line_search_advance(fg, hess, args, x, f, g, state, hyper, controls, coun
 def bfgs_inverse_hessian(state, hyper, step):
     """BFGS's :math:`H_k` after the last iteration, shape (d, d) (scipy's ``hess_inv``).
 
-    The identity if no iteration was taken, as scipy's :math:`H_0`.
+    :math:`H_0` if no iteration was taken: the identity, or ``hess_inv0``, as scipy's.
     """
     d = state.shape[1]
-    if step == 0:
+    if step == 0 and state[d + 4:].reshape(-1)[2] == 0.0:
         return np.eye(d)
     return state[:d].copy()
 
@@ -348,12 +370,19 @@ def _scipy_bfgs_maxiter(d):
     return 200 * d
 
 
+def _validate_bfgs(v):
+    _check_wolfe_constants(v)
+    check_range("xrtol", v["xrtol"], 0.0)
+
+
 BFGS_RULE = Rule(
     name="bfgs",
-    hyperparameters=("c1", "c2"),
-    defaults=dict(_WOLFE_DEFAULTS),
-    validate=_check_wolfe_constants,
+    hyperparameters=("c1", "c2", "xrtol"),
+    defaults={**_WOLFE_DEFAULTS, "xrtol": 0.0},
+    validate=_validate_bfgs,
     n_state=_bfgs_n_state,
+    init=_bfgs_init,
+    matrix_options=("hess_inv0",),
     advance=bfgs_advance,
     has_lr=False,
     uses_line_search=True,
