@@ -5,7 +5,7 @@ import time
 import warnings
 
 import numpy as np
-from scipy.optimize import Bounds, OptimizeResult
+from scipy.optimize import Bounds, OptimizeResult, OptimizeWarning
 
 from . import _layout as L
 from . import status as st
@@ -254,7 +254,11 @@ def _result(work, setup):
         result.x_history, result.f_history = work.history_rows(0)
         if setup.return_all:
             result.allvecs = list(result.x_history)
-    if setup.disp:
-        print(f"{result.message}\n         Current function value: {result.fun:.6g}\n"
+    if setup.disp:  # as scipy: the message printed, or for a failure given as a warning
+        if result.success:
+            print(result.message)
+        else:
+            warnings.warn(result.message, OptimizeWarning, stacklevel=3)
+        print(f"         Current function value: {result.fun:.6g}\n"
               f"         Iterations: {result.nit}\n         Function evaluations: {result.nfev}")
     return result

@@ -220,6 +220,18 @@ def test_limits_may_be_any_number_as_in_scipy():
         fastopt.minimize(quadratic, np.zeros(2), options={"maxiter": np.inf, "history": True})
 
 
+def test_disp_prints_success_and_warns_failure(capsys):
+    # scipy's _print_success_message_or_warn: a failure is an OptimizeWarning
+    fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="bfgs",
+                     options={"disp": True})
+    printed = capsys.readouterr().out
+    assert "Optimization terminated successfully." in printed and "Iterations:" in printed
+    with pytest.warns(OptimizeWarning, match="Maximum number of iterations"):
+        fastopt.minimize(quadratic, np.zeros(2), jac=quadratic_grad, method="bfgs",
+                         options={"disp": True, "maxiter": 1})
+    assert "Iterations: 1" in capsys.readouterr().out
+
+
 def test_callback_receives_iterates_and_can_stop():
     seen = []
 
