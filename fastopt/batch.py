@@ -7,7 +7,7 @@ from scipy.optimize import OptimizeResult
 
 from . import _layout as L
 from . import status as st
-from ._setup import DEFAULT_METHOD, as_points, parse
+from ._setup import as_points, parse
 from ._workspace import Workspace, check_workers
 from .minimize import MAX_STEPS
 from .objective import launches_parallel_code, prepare, run_with_fallback
@@ -86,7 +86,7 @@ class BatchResult:
                 f"best fun={best.fun:.6g} at start {best.index})")
 
 
-def minimize_batch(fun, X0, args=(), method=DEFAULT_METHOD, jac=None, hess=None, tol=None,
+def minimize_batch(fun, X0, args=(), method=None, jac=None, hess=None, tol=None,
                    options=None, workers=None):
     """Minimize ``fun`` from every row of ``X0`` independently, in parallel.
 

@@ -751,25 +751,31 @@ def jac_mode(jac):
 
 def _probe(fun, jac, hess, mode, x, args, compile_first):
     """Evaluate the user functions once at ``x``: check what they return; report compile failure."""
-    def call(f, *a):
+    def call(name, f, point, *a):
         if compile_first:
             f = _compile(f)
         elif is_jitted(f):
             f = f.py_func
-        return f(*a)
+        before = point.copy()
+        out = f(point, *a)
+        if not np.array_equal(point, before, equal_nan=True):
+            raise ValueError(f"{name} modified its argument x in place: fastopt passes its own "
+                             "iterate (scipy passes a copy), which this would corrupt; work on "
+                             "a copy in the function (x = x.copy())")
+        return out
 
     if mode == INPLACE:
         grad = np.full(x.size, np.nan)
-        out = call(fun, x.copy(), grad, *args)
+        out = call("fun", fun, x.copy(), grad, *args)
     elif mode == BLOCK:
         out = None
     else:
-        out = call(fun, x.copy(), *args)
+        out = call("fun", fun, x.copy(), *args)
     if mode == BLOCK:
         X = np.ascontiguousarray(x.reshape(-1, 1))
         grad = np.full((x.size, 1), np.nan)
         values = np.full(1, np.nan)
-        call(fun, X, grad, values, *args)
+        call("fun", fun, X, grad, values, *args)
         value = values[0]
         if not np.isfinite(value) and np.all(np.isnan(grad)):
             raise ValueError("jac='block' requires fun(X, G, F, *args) to write F (B,) and "
@@ -781,7 +787,7 @@ def _probe(fun, jac, hess, mode, x, args, compile_first):
             raise TypeError("jac=True requires fun to return a tuple (f, g)")
         value, grad = out
     else:
-        value, grad = out, (call(jac, x.copy(), *args) if mode == JAC else None)
+        value, grad = out, (call("jac", jac, x.copy(), *args) if mode == JAC else None)
     value_arr = np.asarray(value)
     if value_arr.size != 1 or not np.issubdtype(value_arr.dtype, np.number):
         raise ValueError(
@@ -793,7 +799,7 @@ def _probe(fun, jac, hess, mode, x, args, compile_first):
             f"jac must return an array of shape ({x.size},); got shape {np.asarray(grad).shape}"
         )
     if hess is not None:
-        h = np.asarray(call(hess, x.copy(), *args))
+        h = np.asarray(call("hess", hess, x.copy(), *args))
         if h.size != x.size * x.size:
             raise ValueError(
                 f"hess must return an array of shape ({x.size}, {x.size}); got shape {h.shape}"

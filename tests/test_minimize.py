@@ -232,6 +232,23 @@ def test_disp_prints_success_and_warns_failure(capsys):
     assert "Iterations: 1" in capsys.readouterr().out
 
 
+def test_functions_that_modify_x_in_place_are_refused():
+    # scipy passes fun a copy of x; fastopt passes its iterate, so a function that changes
+    # x would corrupt the run (scipy's gh13740 test: x ran to 1e90 with res.fun f(x0))
+    def overwrites(x):
+        x -= 1.0
+        return float(x @ x)
+
+    def jac_overwrites(x):
+        x *= 2.0
+        return x
+
+    with pytest.raises(ValueError, match="fun modified its argument x in place"):
+        fastopt.minimize(overwrites, np.ones(3), method="bfgs")
+    with pytest.raises(ValueError, match="jac modified its argument x in place"):
+        fastopt.minimize(quadratic, np.ones(3), jac=jac_overwrites, method="bfgs")
+
+
 def test_callback_receives_iterates_and_can_stop():
     seen = []
 
