@@ -94,7 +94,8 @@ def as_points(x0, name, batch):
             raise ValueError(f"{name} must have shape (N, d) with N, d >= 1; got shape {arr.shape}")
     else:
         if arr.ndim > 1:
-            raise ValueError(f"{name} must be a scalar or a 1-D array; got shape {arr.shape}")
+            raise ValueError(f"'{name}' must only have one dimension (a scalar or a 1-D "
+                             f"array); got shape {arr.shape}")
         arr = arr.reshape(-1)
         if arr.size == 0:
             raise ValueError(f"{name} must not be empty")

@@ -750,7 +750,11 @@ def jac_mode(jac):
 
 
 def _probe(fun, jac, hess, mode, x, args, compile_first):
-    """Evaluate the user functions once at ``x``: check what they return; report compile failure."""
+    """Evaluate the user functions once at ``x``: check what they return; report compile failure.
+
+    Returns ``(returns, value, grad)``: what they returned (:class:`Returns`), and the
+    value and gradient themselves (``grad`` None in the finite-difference modes).
+    """
     def call(name, f, point, *a):
         if compile_first:
             f = _compile(f)
@@ -791,8 +795,8 @@ def _probe(fun, jac, hess, mode, x, args, compile_first):
     value_arr = np.asarray(value)
     if value_arr.size != 1 or not np.issubdtype(value_arr.dtype, np.number):
         raise ValueError(
-            f"fun must return a scalar (or an array of size 1); got {type(value).__name__} "
-            f"of shape {value_arr.shape}"
+            "The user-provided objective function must return a scalar value (or an array "
+            f"of size 1): fun returned {type(value).__name__} of shape {value_arr.shape}"
         )
     if grad is not None and np.asarray(grad).size != x.size:
         raise ValueError(
@@ -804,7 +808,7 @@ def _probe(fun, jac, hess, mode, x, args, compile_first):
             raise ValueError(
                 f"hess must return an array of shape ({x.size}, {x.size}); got shape {h.shape}"
             )
-    return _returns(value, grad)
+    return _returns(value, grad), value, grad
 
 
 def prepare(fun, x0, args, jac=None, hess=None, needs_hess=False):
@@ -833,8 +837,9 @@ def prepare(fun, x0, args, jac=None, hess=None, needs_hess=False):
         validated = _VALIDATED.get(key)
     except TypeError:  # unhashable callable or argument
         key, validated = None, None
+    first = None  # the Python probe's (value, grad) at x0, for an objective run in Python
     if validated is None:
-        validated = _validate(fun, jac_fun, hess, mode, x0, args)
+        validated, first = _validate(fun, jac_fun, hess, mode, x0, args)
         if key is not None:
             if len(_VALIDATED) > 1024:
                 _VALIDATED.clear()
@@ -844,9 +849,47 @@ def prepare(fun, x0, args, jac=None, hess=None, needs_hess=False):
         objective = _build(fun, jac_fun, hess, mode, needs_hess, compiled, len(args), compiled,
                            returns)
     except TypeError:  # unhashable callables: build without the cache (nor inlining)
-        return _build.__wrapped__(fun, jac_fun, hess, mode, needs_hess, compiled, len(args),
-                                  returns=returns), args
-    return _FALLBACK.get(objective, objective), args
+        objective = _build.__wrapped__(fun, jac_fun, hess, mode, needs_hess, compiled,
+                                       len(args), returns=returns)
+    objective = _FALLBACK.get(objective, objective)
+    if first is not None and mode != BLOCK and not objective.compiled:
+        # the Python probe has just evaluated x0: the loop's first evaluation takes its values
+        fun, jac_fun = answering_first_call(fun, jac_fun, mode, x0, *first)
+        objective = _build.__wrapped__(fun, jac_fun, hess, mode, needs_hess, False, len(args),
+                                       returns=returns)
+    return objective, args
+
+
+def answering_first_call(fun, jac, mode, x0, value, grad):
+    """``fun`` and ``jac`` whose first calls, at ``x0``, return the probe's results there.
+
+    For functions run in Python: the probe has just called them at ``x0``, and the
+    loop's first evaluation is at ``x0`` again. scipy evaluates ``x0`` once, and a user
+    who counts or records the calls sees them match ``nfev`` and ``njev``. (Compiled
+    code runs its own first evaluation: it may round differently from Python.)
+    """
+    x0 = x0.copy()
+    if grad is not None:
+        grad = np.array(grad, dtype=np.float64)
+    pending = {"fun": True, "jac": True}
+
+    def first_call(name, x):
+        if pending[name]:
+            pending[name] = False
+            return np.array_equal(x, x0)
+        return False
+
+    def fun_first(x, *args):
+        if not first_call("fun", x):
+            return fun(x, *args)
+        if mode == INPLACE:  # fun(x, g, *args) writes g
+            args[0][:] = grad
+        return (value, grad) if mode == FUN_AND_JAC else value
+
+    def jac_first(x, *args):
+        return grad if first_call("jac", x) else jac(x, *args)
+
+    return fun_first, (jac_first if mode == JAC else jac)
 
 
 _VALIDATED = {}  # (functions, mode, d, argument types) -> (compiled?, Returns)
@@ -859,29 +902,30 @@ def _signature(args):
 def _validate(fun, jac_fun, hess, mode, x0, args):
     """Probe compiled; on a numba error, probe in Python and warn.
 
-    Returns ``(compiled, returns)``: whether numba compiled the functions, and what
-    they returned (:class:`Returns`).
+    Returns ``((compiled, returns), first)``: whether numba compiled the functions, what
+    they returned (:class:`Returns`), and for functions left in Python the value and
+    gradient the Python probe computed at ``x0`` (else None).
     """
-    python_returns = None
+    python_probe = None
     if not any(is_jitted(f) for f in (fun, jac_fun, hess)):
         # plain Python, as scipy runs it, first: what numba compiles skips some of Python's
         # checks (an index past the end of x reads memory instead of raising IndexError)
-        python_returns = _probe(fun, jac_fun, hess, mode, x0, args, compile_first=False)
+        python_probe = _probe(fun, jac_fun, hess, mode, x0, args, compile_first=False)
     try:
-        return True, _probe(fun, jac_fun, hess, mode, x0, args, compile_first=True)
+        return (True, _probe(fun, jac_fun, hess, mode, x0, args, compile_first=True)[0]), None
     except Exception as exc:
         if not _raised_compiling(exc):
             # the compiled code raised running, where Python did not (numba's 1/0 raises):
             # it compiles, and the loops stop where it raises (or the user's own compiled
             # function raised: the user's error)
-            if python_returns is None:
+            if python_probe is None:
                 raise
-            return True, python_returns
+            return (True, python_probe[0]), None
         # numba refuses more than NumbaError says: a bound method, a callable instance or
         # a functools.partial (TypeError), an argument of a type it cannot handle
         # (ValueError). The functions run in Python (checked above, or now).
-        if python_returns is None:
-            _probe(fun, jac_fun, hess, mode, x0, args, compile_first=False)
+        if python_probe is None:
+            python_probe = _probe(fun, jac_fun, hess, mode, x0, args, compile_first=False)
         warnings.warn(
             "fastopt could not compile the objective with numba, so it runs at Python "
             f"speed (numba said: {_numba_reason(exc)}). Decorate it with @numba.njit (and "
@@ -889,7 +933,7 @@ def _validate(fun, jac_fun, hess, mode, x0, args):
             PythonSpeedWarning,
             stacklevel=4,
         )
-        return False, GENERAL_RETURNS
+        return (False, GENERAL_RETURNS), python_probe[1:]
 
 
 def _raised_compiling(exc):

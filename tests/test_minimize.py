@@ -249,6 +249,39 @@ def test_functions_that_modify_x_in_place_are_refused():
         fastopt.minimize(quadratic, np.ones(3), jac=jac_overwrites, method="bfgs")
 
 
+class CountingProblem:
+    """A scipy-test-style objective: bound methods (run at Python speed) that count calls."""
+
+    def __init__(self):
+        self.fun_calls = self.jac_calls = 0
+        self.points = []
+
+    def fun(self, x):
+        self.fun_calls += 1
+        self.points.append(x.copy())
+        return float(np.sum((x - 1.0) ** 2) + 0.1 * np.sum(x**4))
+
+    def jac(self, x):
+        self.jac_calls += 1
+        return 2.0 * (x - 1.0) + 0.4 * x**3
+
+
+@pytest.mark.parametrize("jac", ["callable", None])
+def test_python_speed_calls_match_nfev(jac):
+    # the probe's evaluation at x0 is the loop's first: scipy evaluates x0 once, and a
+    # user counting calls sees nfev and njev (scipy's test_minimize_l_bfgs_b)
+    problem = CountingProblem()
+    with pytest.warns(fastopt.PythonSpeedWarning):
+        res = fastopt.minimize(problem.fun, np.zeros(3), method="L-BFGS-B",
+                               jac=problem.jac if jac else None)
+    assert res.success
+    assert problem.fun_calls == res.nfev
+    if jac:
+        assert problem.jac_calls == res.njev
+    repeats = [np.array_equal(a, b) for a, b in zip(problem.points, problem.points[1:])]
+    assert not any(repeats)  # no point evaluated twice in a row
+
+
 def test_callback_receives_iterates_and_can_stop():
     seen = []
 
@@ -675,7 +708,7 @@ def test_bad_input_names_the_argument(kwargs, error, match):
 def test_wrong_gradient_shape_is_reported():
     with pytest.raises(ValueError, match="jac must return an array of shape"):
         fastopt.minimize(quadratic, np.zeros(3), jac=lambda x: np.zeros(2))
-    with pytest.raises(ValueError, match="fun must return a scalar"):
+    with pytest.raises(ValueError, match="objective function must return a scalar value"):
         fastopt.minimize(lambda x: x, np.zeros(3))
 
 

@@ -104,7 +104,7 @@ def _bfgs_init(state, hyper, matrices):
     if h0 is None:
         return
     if not (np.allclose(h0, h0.T) and np.all(np.linalg.eigvalsh(0.5 * (h0 + h0.T)) > 0)):
-        raise ValueError("Invalid hess_inv0: the matrix isn't positive definite")
+        raise ValueError("Invalid hess_inv0: 'hess_inv0' matrix isn't positive definite.")
     d = h0.shape[0]
     state[:, :d] = h0
     state[:, d + 4:].reshape(state.shape[0], -1)[:, 2] = 1.0
