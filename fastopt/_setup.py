@@ -180,6 +180,15 @@ def _parse(method, options, tol, d, n_starts, jac):
              | set(rule.matrix_options))
     unknown = sorted(k for k in options if k not in known)
     n = 1 if n_starts is None else n_starts
+    workers = options.get("workers")  # scipy's map for finite differences: fastopt's run in
+    if workers is not None:  # the compiled loop, so any valid value is accepted and unused
+        if n_starts is not None:
+            raise ValueError("Invalid option 'workers': minimize_batch takes the number of "
+                             "threads as its keyword argument workers=")
+        if not (callable(workers) or (isinstance(workers, (int, np.integer))
+                                      and not isinstance(workers, bool))):
+            raise TypeError(f"Invalid workers: {workers!r}; expected an int or a map-like "
+                            "callable (scipy's)")
 
     values = {}
     for name in rule.hyperparameters:

@@ -167,7 +167,7 @@ def fg(x, g, args, fd_step, counters):
     f = to_float(fun(x{a}))
     for i in range(x.size):
         xi = x[i]
-        h = difference_step(fd_step, xi, CENTRAL_REL_STEP)
+        h = abs(difference_step(fd_step, xi, CENTRAL_REL_STEP))  # scipy: two-sided, |h|
         x[i] = xi + h
         x_plus = x[i]
         f_plus = to_float(fun(x{a}))

@@ -195,6 +195,10 @@ def test_difference_steps_are_scipys():
         expected = so.minimize(fun, x0, method="BFGS", jac=jac, options=options)
         assert run.success and expected.success
         assert (run.nit, run.nfev) == (expected.nit, expected.nfev), (jac, options)
+    # central differences step by |h| (scipy's two-sided scheme): a zero slope is +0.0
+    flat = fastopt.minimize(lambda x: (x[0] - 1.0) ** 2, np.array([0.5, -2.0]), method="bfgs",
+                            options={"maxiter": 0}).jac
+    assert flat[1] == 0.0 and not np.signbit(flat[1])
     # a step lost next to a large coordinate falls back to the default relative step
     far = fastopt.minimize(quadratic, np.array([3e9, 0.0, 0.0]), method="bfgs",
                            options={"eps": 1e-9, "maxiter": 0})
@@ -278,7 +282,8 @@ def test_python_speed_calls_match_nfev(jac):
     assert problem.fun_calls == res.nfev
     if jac:
         assert problem.jac_calls == res.njev
-    repeats = [np.array_equal(a, b) for a, b in zip(problem.points, problem.points[1:])]
+    points = problem.points
+    repeats = [np.array_equal(a, b) for a, b in zip(points[:-1], points[1:], strict=True)]
     assert not any(repeats)  # no point evaluated twice in a row
 
 

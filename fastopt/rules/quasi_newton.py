@@ -99,11 +99,16 @@ def _bfgs_n_state(d, values):
 
 def _bfgs_init(state, hyper, matrices):
     """``hess_inv0`` (scipy's option) as every start's :math:`H_0`; it must be symmetric
-    positive definite, as scipy checks."""
+    (exactly) and positive definite (Cholesky), as scipy checks."""
     h0 = matrices.get("hess_inv0")
     if h0 is None:
         return
-    if not (np.allclose(h0, h0.T) and np.all(np.linalg.eigvalsh(0.5 * (h0 + h0.T)) > 0)):
+    try:
+        np.linalg.cholesky(h0)
+        positive_definite = np.array_equal(h0, h0.T)  # exactly symmetric, as scipy asks
+    except np.linalg.LinAlgError:
+        positive_definite = False
+    if not positive_definite:
         raise ValueError("Invalid hess_inv0: 'hess_inv0' matrix isn't positive definite.")
     d = h0.shape[0]
     state[:, :d] = h0
@@ -129,7 +134,7 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
         if not given:
             _set_identity(H)
         scalars[0] = f + np.sqrt(dot(g, g)) / 2.0  # scipy: the first trial step is ~1/||g||
-        scalars[1] = 1.0 if given else 0.0  # a failed first search then restarts from -g
+        scalars[1] = 0.0  # a failed first search ends the run, as scipy's (from H_0 too)
     n_updates = scalars[1]
     for i in range(d):
         xk[i] = x[i]
