@@ -12,7 +12,7 @@ This module writes each for the 1-D float64 arrays fastopt passes, with scipy's
 arithmetic operation for operation, and so returns the very same numbers:
 
 * ``rosen`` sums its terms as ``xp.sum`` does, in NumPy's pairwise order
-  (:func:`pairwise_sum`);
+  (:func:`rosen_pairwise_sum`);
 * a scalar square such as scipy's ``x[0]**2`` is a NumPy scalar power, which calls the C
   library's ``pow``: it differs from ``x[0] * x[0]`` in the last bit for ~0.1% of x, so
   it is computed with that ``pow`` (:func:`c_pow`); an array square (``x[1:-1]**2``) is
