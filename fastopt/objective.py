@@ -845,19 +845,18 @@ def prepare(fun, x0, args, jac=None, hess=None, needs_hess=False):
                 _VALIDATED.clear()
             _VALIDATED[key] = validated
     compiled, returns = validated
+    if first is not None and mode != BLOCK:
+        # at Python speed, just probed at x0: the loop's first evaluation takes those values
+        fun, jac_fun = answering_first_call(fun, jac_fun, mode, x0, *first)
+        return _build.__wrapped__(fun, jac_fun, hess, mode, needs_hess, False, len(args),
+                                  returns=returns), args
     try:
         objective = _build(fun, jac_fun, hess, mode, needs_hess, compiled, len(args), compiled,
                            returns)
     except TypeError:  # unhashable callables: build without the cache (nor inlining)
-        objective = _build.__wrapped__(fun, jac_fun, hess, mode, needs_hess, compiled,
-                                       len(args), returns=returns)
-    objective = _FALLBACK.get(objective, objective)
-    if first is not None and mode != BLOCK and not objective.compiled:
-        # the Python probe has just evaluated x0: the loop's first evaluation takes its values
-        fun, jac_fun = answering_first_call(fun, jac_fun, mode, x0, *first)
-        objective = _build.__wrapped__(fun, jac_fun, hess, mode, needs_hess, False, len(args),
-                                       returns=returns)
-    return objective, args
+        return _build.__wrapped__(fun, jac_fun, hess, mode, needs_hess, compiled, len(args),
+                                  returns=returns), args
+    return _FALLBACK.get(objective, objective), args
 
 
 def answering_first_call(fun, jac, mode, x0, value, grad):

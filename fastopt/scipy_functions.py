@@ -31,15 +31,12 @@ to these (:func:`compiled_equivalent`).
 import ctypes
 import ctypes.util
 
-import numba
 import numpy as np
 import scipy.optimize
 from numba import types
 from numba.extending import overload
 
-from ._jit import called_kernel
-
-_COMMON = {"nogil": True, "error_model": "numpy"}
+from ._jit import _COMMON, called_kernel, driver, inlined
 
 
 def _c_library_pow():
@@ -54,7 +51,7 @@ def _c_library_pow():
     return function
 
 
-@numba.njit(**_COMMON)
+@driver
 def _power(x, y):
     return x**y
 
@@ -70,14 +67,14 @@ PAIRWISE_BLOCK = 128
 MAX_HALVINGS = 64  # a range of n > 128 terms is halved fewer than log2(n) < 64 times
 
 
-@numba.njit(inline="always", **_COMMON)
+@inlined
 def _rosen_term(x, i):
     a = x[i + 1] - x[i] * x[i]
     b = 1.0 - x[i]
     return 100.0 * (a * a) + b * b
 
 
-@numba.njit(inline="always", **_COMMON)
+@inlined
 def _block_sum(x, first, n):
     """Rosenbrock's terms ``first`` to ``first + n - 1``, ``n <= 128``, in NumPy's order."""
     if n < 8:
@@ -150,7 +147,7 @@ def rosen_pairwise_sum(x, first, n):
             total = left_sums[depth] + total
 
 
-@numba.njit(**_COMMON)
+@driver
 def _index_error(d):
     # NumPy's message for scipy's x[1] (or, for an empty x, x[0])
     if d == 0:
@@ -164,7 +161,7 @@ def rosen(x):
     return rosen_pairwise_sum(x, 0, max(x.size - 1, 0))
 
 
-@numba.njit(**_COMMON)
+@driver
 def rosen_der(x):
     r"""scipy.optimize.rosen_der, the gradient:
 
@@ -187,7 +184,7 @@ def rosen_der(x):
     return der
 
 
-@numba.njit(**_COMMON)
+@driver
 def _hessian_diagonal(x, i):
     d = x.size
     if i == 0:
@@ -197,7 +194,7 @@ def _hessian_diagonal(x, i):
     return 202.0 + 1200.0 * (x[i] * x[i]) - 400.0 * x[i + 1]
 
 
-@numba.njit(**_COMMON)
+@driver
 def rosen_hess(x):
     r"""scipy.optimize.rosen_hess, the Hessian: tridiagonal, with
     :math:`H_{i,i+1} = H_{i+1,i} = -400 x_i` and
@@ -220,7 +217,7 @@ def rosen_hess(x):
     return H
 
 
-@numba.njit(**_COMMON)
+@driver
 def rosen_hess_prod(x, p):
     """scipy.optimize.rosen_hess_prod: the Hessian at ``x`` times the vector ``p``."""
     d = x.size

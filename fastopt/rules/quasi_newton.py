@@ -93,8 +93,16 @@ def _bfgs_initial_step(f, f_old, dphi0):
 # BFGS. state rows: [0, d) inverse Hessian H; d: direction p; d+1: x_k; d+2: g_k, then
 # y_k; d+3: work (H y); then the scalar area (flat): [f_{k-1}, updates since the reset,
 # 1.0 if H_0 was given (hess_inv0)].
+H0_GIVEN = 2  # index in the scalar area
+
+
 def _bfgs_n_state(d, values):
     return d + 4 + -(-3 // d)
+
+
+def _h0_given_position(d):
+    """(row, column) of the scalar area's H0_GIVEN entry in a start's (n_state, d) state."""
+    return d + 4 + H0_GIVEN // d, H0_GIVEN % d
 
 
 def _bfgs_init(state, hyper, matrices):
@@ -112,7 +120,7 @@ def _bfgs_init(state, hyper, matrices):
         raise ValueError("Invalid hess_inv0: 'hess_inv0' matrix isn't positive definite.")
     d = h0.shape[0]
     state[:, :d] = h0
-    state[:, d + 4:].reshape(state.shape[0], -1)[:, 2] = 1.0
+    state[(slice(None), *_h0_given_position(d))] = 1.0
 
 
 @takes_functions("fg", "hess")
@@ -130,7 +138,7 @@ def bfgs_advance(fg, hess, args, x, f, g, state, hyper, controls, counters):
     kind = int(controls[LINE_SEARCH])
     fd_step = controls[FD_STEP]
     if counters[STEP] == 0:
-        given = scalars[2] != 0.0  # H_0 from hess_inv0, else the identity
+        given = scalars[H0_GIVEN] != 0.0  # H_0 from hess_inv0, else the identity
         if not given:
             _set_identity(H)
         scalars[0] = f + np.sqrt(dot(g, g)) / 2.0  # scipy: the first trial step is ~1/||g||
@@ -318,7 +326,7 @@ def bfgs_inverse_hessian(state, hyper, step):
     :math:`H_0` if no iteration was taken: the identity, or ``hess_inv0``, as scipy's.
     """
     d = state.shape[1]
-    if step == 0 and state[d + 4:].reshape(-1)[2] == 0.0:
+    if step == 0 and state[_h0_given_position(d)] == 0.0:
         return np.eye(d)
     return state[:d].copy()
 
