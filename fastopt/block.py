@@ -283,7 +283,7 @@ def _make_block_loop(update, update_block, evaluate, blockwise, fixed_dim=0, cac
         saved = np.zeros(B, dtype=np.bool_)
         flag = np.empty(B, dtype=np.bool_)
         flag2 = np.empty(B, dtype=np.bool_)
-        scratch = np.empty((4, B))  # per-lane scalars for update_block (Adam: 4 rows)
+        scratch = np.empty((6, B))  # per-lane scalars for update_block (Adam: 6 rows)
         xbuf = np.empty(d)
         gbuf = np.empty(d)
         for b in range(B):

@@ -24,16 +24,24 @@ from numba import prange
 
 from .._jit import kernel, parallel_kernel
 from .._layout import STEP
+from ..floating import divide_by_constant, reciprocal_pair
 from ._spec import Rule, check_range
 
 
 @kernel
 def adam_coord(p, g, m, v, v_max, beta1, beta2, eps, param_scale, grad_decay, amsgrad, maximize,
-               step_size, bias_correction2_sqrt):
+               step_size, bias_correction2_sqrt, bias_correction2_reciprocal):
     """The Adam rule for one coordinate: returns ``(param, exp_avg, exp_avg_sq, max_exp_avg_sq)``.
 
     ``param_scale`` and ``grad_decay`` come from :func:`adam_weight_decay`,
     ``step_size`` and ``bias_correction2_sqrt`` from :func:`adam_step_sizes`.
+    ``bias_correction2_reciprocal`` is :func:`fastopt.floating.reciprocal_pair` of
+    ``bias_correction2_sqrt``, or ``(0.0, 0.0)``: with the pair, the division by
+    ``bias_correction2_sqrt`` is done with multiplies (:func:`~fastopt.floating.divide_by_constant`,
+    torch's quotient bit for bit), which leaves the CPU's divider, the bound of a
+    vectorized loop, to the square root and the other division (Adam on a long vector:
+    1.4 against 1.9 ns per element on one core). A serial chain (a 2-D start) divides:
+    the multiplies have the longer latency.
     """
     one_minus_beta1 = 1.0 - beta1
     gi = -g if maximize else g
@@ -54,7 +62,11 @@ def adam_coord(p, g, m, v, v_max, beta1, beta2, eps, param_scale, grad_decay, am
         v_max = v_hat
     denom = np.sqrt(v_hat)
     if bias_correction2_sqrt != 1.0:  # x / 1.0 == x: off the 2-D loop's latency chain
-        denom = denom / bias_correction2_sqrt
+        hi, lo = bias_correction2_reciprocal
+        if hi != 0.0:
+            denom = divide_by_constant(denom, bias_correction2_sqrt, hi, lo)
+        else:
+            denom = denom / bias_correction2_sqrt
     denom = denom + eps
     return p + (-step_size) * m / denom, m, v, v_max
 
@@ -73,16 +85,23 @@ def adam_weight_decay(lr, weight_decay, decoupled):
     return 1.0, weight_decay
 
 
+# adam_coord's bias_correction2_reciprocal that makes it divide
+DIVIDE = (0.0, 0.0)
+# from this many elements on, a loop of adam_coord is throughput-bound, and divides with
+# multiplies (a 2-D start's loop, latency-bound, would take ~3 ns more per iteration)
+MULTIPLY_FROM_SIZE = 16
+
+
 @kernel
 def adam_elementwise(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2,
                      eps, param_scale, grad_decay, amsgrad, maximize, step_size,
                      bias_correction2_sqrt):
-    """Apply :func:`adam_coord` to every element (``max_exp_avg_sq`` may be empty)."""
+    """Apply :func:`adam_coord` to every element (``max_exp_avg_sq`` may be empty), dividing."""
     for i in range(param.size):
         v_max = max_exp_avg_sq[i] if amsgrad else 0.0
         param[i], exp_avg[i], exp_avg_sq[i], v_max = adam_coord(
             param[i], grad[i], exp_avg[i], exp_avg_sq[i], v_max, beta1, beta2, eps, param_scale,
-            grad_decay, amsgrad, maximize, step_size, bias_correction2_sqrt)
+            grad_decay, amsgrad, maximize, step_size, bias_correction2_sqrt, DIVIDE)
         if amsgrad:
             max_exp_avg_sq[i] = v_max
 
@@ -144,29 +163,49 @@ def adam_update_parallel(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq,
     """
     step[0] += 1
     step_size, bc2_sqrt = adam_step_sizes(step[0], lr, beta1, beta2)
+    reciprocal = reciprocal_pair(bc2_sqrt)
     scale, decay = adam_weight_decay(lr, weight_decay, decoupled)
     if amsgrad:
         for i in prange(param.size):
             param[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = adam_coord(
                 param[i], grad[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i], beta1, beta2,
-                eps, scale, decay, True, maximize, step_size, bc2_sqrt)
+                eps, scale, decay, True, maximize, step_size, bc2_sqrt, reciprocal)
     else:
         for i in prange(param.size):
             param[i], exp_avg[i], exp_avg_sq[i], _ = adam_coord(
                 param[i], grad[i], exp_avg[i], exp_avg_sq[i], 0.0, beta1, beta2, eps, scale,
-                decay, False, maximize, step_size, bc2_sqrt)
+                decay, False, maximize, step_size, bc2_sqrt, reciprocal)
 
 
-@kernel
-def _update_adam(x, g, state, hyper, counters):
-    adam_update(x, g, counters[STEP:STEP + 1], state[0], state[1], state[2], hyper[0],
-                hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0, hyper[6] != 0.0, False)
+def _make_update(decoupled):
+    @kernel
+    def update(x, g, state, hyper, counters):
+        """The rule's step in the loops: :func:`adam_update` on ``state`` = (exp_avg,
+        exp_avg_sq, max_exp_avg_sq), hyperparameters ``hyper`` in ``ADAM_RULE.hyper_names``.
+
+        One loop reads and writes all three buffers whatever the options (AMSGrad's is
+        written back unchanged without amsgrad). A buffer read under a condition, as in
+        :func:`adam_elementwise`, makes LLVM's vectorized loop check at run time that the
+        buffer overlaps nothing, a check it fails against itself; LLVM avoids it only by
+        unswitching the loop on amsgrad, which it stops doing as the loop grows.
+        """
+        counters[STEP] += 1
+        lr, beta1, beta2, eps = hyper[0], hyper[1], hyper[2], hyper[3]
+        step_size, bc2_sqrt = adam_step_sizes(counters[STEP], lr, beta1, beta2)
+        reciprocal = reciprocal_pair(bc2_sqrt) if x.size >= MULTIPLY_FROM_SIZE else DIVIDE
+        scale, decay = adam_weight_decay(lr, hyper[4], decoupled)
+        amsgrad, maximize = hyper[5] != 0.0, hyper[6] != 0.0
+        exp_avg, exp_avg_sq, max_exp_avg_sq = state[0], state[1], state[2]
+        for i in range(x.size):
+            x[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = adam_coord(
+                x[i], g[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i], beta1, beta2, eps,
+                scale, decay, amsgrad, maximize, step_size, bc2_sqrt, reciprocal)
+
+    return update
 
 
-@kernel
-def _update_adamw(x, g, state, hyper, counters):
-    adam_update(x, g, counters[STEP:STEP + 1], state[0], state[1], state[2], hyper[0],
-                hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0, hyper[6] != 0.0, True)
+_update_adam = _make_update(False)
+_update_adamw = _make_update(True)
 
 
 def _make_update_block(decoupled):
@@ -178,17 +217,18 @@ def _make_update_block(decoupled):
             # Lanes of a block usually share step and betas: compute torch's pow() once.
             if (b > 0 and step[b] == step[b - 1] and H[0, b] == H[0, b - 1]
                     and H[1, b] == H[1, b - 1] and H[2, b] == H[2, b - 1]):
-                scratch[0, b] = scratch[0, b - 1]
-                scratch[1, b] = scratch[1, b - 1]
+                for k in range(4):
+                    scratch[k, b] = scratch[k, b - 1]
             else:
                 scratch[0, b], scratch[1, b] = adam_step_sizes(step[b], H[0, b], H[1, b], H[2, b])
-            scratch[2, b], scratch[3, b] = adam_weight_decay(H[0, b], H[4, b], decoupled)
+                scratch[2, b], scratch[3, b] = reciprocal_pair(scratch[1, b])
+            scratch[4, b], scratch[5, b] = adam_weight_decay(H[0, b], H[4, b], decoupled)
         for i in range(d):
             for b in range(B):
                 p, m, v, vm = adam_coord(X[i, b], G[i, b], S[0, i, b], S[1, i, b], S[2, i, b],
-                                         H[1, b], H[2, b], H[3, b], scratch[2, b], scratch[3, b],
+                                         H[1, b], H[2, b], H[3, b], scratch[4, b], scratch[5, b],
                                          H[5, b] != 0.0, H[6, b] != 0.0, scratch[0, b],
-                                         scratch[1, b])
+                                         scratch[1, b], (scratch[2, b], scratch[3, b]))
                 keep = active[b]
                 X[i, b] = p if keep else X[i, b]
                 S[0, i, b] = m if keep else S[0, i, b]
