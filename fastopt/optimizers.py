@@ -299,7 +299,7 @@ class Adam(Optimizer):
                          np.zeros(n) if self.amsgrad else _EMPTY)
 
     def _apply(self, parallel, p, g, s):
-        kernel = adam.adam_update_parallel if parallel else adam.adam_update
+        kernel = adam.adam_update_parallel if parallel else adam.adam_update_vector
         h = self.hyperparameters
         kernel(p, g, s.step, s.exp_avg, s.exp_avg_sq, s.max_exp_avg_sq, h["lr"], h["beta1"],
                h["beta2"], h["eps"], h["weight_decay"], h["amsgrad"], h["maximize"],

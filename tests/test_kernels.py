@@ -200,7 +200,8 @@ ADAM_CASES = [case for case in KERNEL_CASES if case[0] in ("adam", "adamw")]
 def test_adam_loop_kernels_equal_the_public_kernel_bit_for_bit(case, n):
     # The loops' Adam kernels divide by sqrt(1 - beta2**t) with multiplies
     # (fastopt.floating) where they run as vectors: the rule's update from 16 elements on,
-    # the per-lane update_block always. The public kernel divides. Over steps where the
+    # the per-lane update_block and the step API's adam_update_vector always. The public
+    # kernel divides. Over steps where the
     # bias correction changes and where it becomes exactly 1.0, with NaN and inf
     # gradients, all give the same bits.
     from fastopt._layout import N_COUNTERS, STEP
@@ -219,18 +220,25 @@ def test_adam_loop_kernels_equal_the_public_kernel_bit_for_bit(case, n):
     X, SB = param.copy()[None, :], np.stack([state[k] for k in names])[:, None, :]
     lane_steps = np.zeros(n, np.int64)
     H = np.repeat(hyper_row[:, None], n, axis=1)
+    vector = (param.copy(), {k: v.copy() for k, v in state.items()}, np.zeros(1, np.int64))
     saturated = math.ceil(rules.adam.SATURATED_STEPS / (1.0 - h["beta2"]))
     for step in (*range(1, 40), *range(saturated - 5, saturated + 5)):
-        public[2][0] = counters[STEP] = step - 1
+        public[2][0] = vector[2][0] = counters[STEP] = step - 1
         lane_steps[:] = step  # update_block takes the step it is at
         grad = with_nonfinite(rng.standard_normal(n), rng, fraction=0.02) if step > 30 else \
             rng.standard_normal(n)
         call_kernel(method, public[0], grad, public[2], public[1], hyper)
+        v = vector[1]
+        rules.adam.adam_update_vector(
+            vector[0], grad, vector[2], v["exp_avg"], v["exp_avg_sq"], v["max_exp_avg_sq"],
+            h["lr"], h["beta1"], h["beta2"], h["eps"], h["weight_decay"], h["amsgrad"],
+            h["maximize"], method == "adamw")
         rule.update(x, grad, S, hyper_row, counters)
         rule.update_block(X, grad[None, :].copy(), SB, H, lane_steps, np.ones(n, np.bool_),
                           np.empty((6, n)))
         assert counters[STEP] == public[2][0] == step
-        for got, buffers in ((x, S), (X[0], SB[:, 0, :])):
+        vector_buffers = np.stack([vector[1][name] for name in names])
+        for got, buffers in ((x, S), (X[0], SB[:, 0, :]), (vector[0], vector_buffers)):
             assert_bitwise_equal(got, public[0])
             for k, name in enumerate(names[:2] + (names[2:] if h["amsgrad"] else ())):
                 assert_bitwise_equal(buffers[k], public[1][name])

@@ -22,7 +22,7 @@ bias-corrected second moment, torch (and fastopt) of the raw one.
 import numpy as np
 from numba import prange
 
-from .._jit import kernel, parallel_kernel
+from .._jit import called_kernel, kernel, parallel_kernel
 from .._layout import STEP
 from ..floating import divide_by_constant, reciprocal_pair
 from ._spec import Rule, check_range
@@ -150,31 +150,61 @@ def adam_update(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta
                      beta2, eps, param_scale, grad_decay, amsgrad, maximize, step_size, bc2_sqrt)
 
 
+@kernel
+def adam_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps,
+               param_scale, grad_decay, amsgrad, maximize, step_size, bias_correction2_sqrt,
+               bias_correction2_reciprocal):
+    """:func:`adam_coord` over every element in one ``prange`` per value of ``amsgrad``
+    (``max_exp_avg_sq`` may be empty without it): a ``range`` in a serial caller."""
+    if amsgrad:
+        for i in prange(param.size):
+            param[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = adam_coord(
+                param[i], grad[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i], beta1, beta2,
+                eps, param_scale, grad_decay, True, maximize, step_size, bias_correction2_sqrt,
+                bias_correction2_reciprocal)
+    else:
+        for i in prange(param.size):
+            param[i], exp_avg[i], exp_avg_sq[i], _ = adam_coord(
+                param[i], grad[i], exp_avg[i], exp_avg_sq[i], 0.0, beta1, beta2, eps,
+                param_scale, grad_decay, False, maximize, step_size, bias_correction2_sqrt,
+                bias_correction2_reciprocal)
+
+
+@called_kernel
+def adam_update_vector(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2,
+                       eps, weight_decay, amsgrad, maximize, decoupled):
+    """:func:`adam_update` for a long vector, called from Python (the step API); the same bits.
+
+    One loop per value of ``amsgrad`` (:func:`adam_loops`), dividing by
+    ``sqrt(1 - beta2**t)`` with multiplies (1.4 against 1.9 ns per element on one core).
+    A user's ``@njit`` loop over short vectors wants :func:`adam_update`, which is
+    inlined (~11 ns a step at 2 elements): this one is a call (~40 ns), and inlined, its
+    two loops would keep numba from pruning the arrays' reference counting (~50 ns).
+    """
+    step[0] += 1
+    step_size, bc2_sqrt = adam_step_sizes(step[0], lr, beta1, beta2)
+    scale, decay = adam_weight_decay(lr, weight_decay, decoupled)
+    adam_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, scale, decay,
+               amsgrad, maximize, step_size, bc2_sqrt, reciprocal_pair(bc2_sqrt))
+
+
 @parallel_kernel
 def adam_update_parallel(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1,
                          beta2, eps, weight_decay, amsgrad, maximize, decoupled):
     """Multithreaded :func:`adam_update`; identical numerics.
 
     One ``prange`` over the elements, with the branch on the optional buffer taken
-    outside it. A load under a condition inside numba's parallel loop (as in
-    :func:`adam_elementwise`, which LLVM unswitches in a plain function) keeps LLVM
-    from vectorizing it: 1.8 against 1.0 ns per element on 2 threads, which at 10^7
-    elements turns a memory-bound step into a compute-bound one.
+    outside it (:func:`adam_loops`). A load under a condition inside numba's parallel
+    loop (as in :func:`adam_elementwise`, which LLVM unswitches in a plain function)
+    keeps LLVM from vectorizing it: 1.8 against 1.0 ns per element on 2 threads, which
+    at 10^7 elements turns a memory-bound step into a compute-bound one. It divides:
+    there, memory-bound, the multiplies that replace the division cost 4%.
     """
     step[0] += 1
     step_size, bc2_sqrt = adam_step_sizes(step[0], lr, beta1, beta2)
-    reciprocal = reciprocal_pair(bc2_sqrt)
     scale, decay = adam_weight_decay(lr, weight_decay, decoupled)
-    if amsgrad:
-        for i in prange(param.size):
-            param[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = adam_coord(
-                param[i], grad[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i], beta1, beta2,
-                eps, scale, decay, True, maximize, step_size, bc2_sqrt, reciprocal)
-    else:
-        for i in prange(param.size):
-            param[i], exp_avg[i], exp_avg_sq[i], _ = adam_coord(
-                param[i], grad[i], exp_avg[i], exp_avg_sq[i], 0.0, beta1, beta2, eps, scale,
-                decay, False, maximize, step_size, bc2_sqrt, reciprocal)
+    adam_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, scale, decay,
+               amsgrad, maximize, step_size, bc2_sqrt, DIVIDE)
 
 
 def _make_update(decoupled):
