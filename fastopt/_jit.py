@@ -56,6 +56,16 @@ driver = numba.njit(**_COMMON)
 inlined = numba.njit(inline="always", **_COMMON)
 
 
+def _package_source_hash():
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+PACKAGE_SOURCE_HASH = _package_source_hash()
+
+
 class _OutOfTreeCacheImpl(CompileResultCacheImpl):
     # numba's order, with the user-wide directory before the source's own __pycache__
     _locator_classes = [UserProvidedCacheLocator, UserWideCacheLocator, InTreeCacheLocator]
@@ -70,9 +80,17 @@ class PackageCache(FunctionCache):
     there are not pip's: ``pip uninstall`` leaves them, and the folder left behind in
     site-packages is then imported as an empty namespace package that hides a later
     editable install (``pip install .`` then ``pip install -e .``).
+
+    An entry is keyed, besides numba's key (the function's bytecode, its file's time
+    stamp), by ``PACKAGE_SOURCE_HASH``: a kernel inlines kernels of other modules
+    (Adam's :mod:`fastopt.floating`, Newton's :mod:`fastopt.linalg`), and numba would
+    load it unchanged after an edit there.
     """
 
     _impl_class = _OutOfTreeCacheImpl
+
+    def _index_key(self, sig, codegen):
+        return (*super()._index_key(sig, codegen), PACKAGE_SOURCE_HASH)
 
 
 def _cached(**options):
@@ -86,16 +104,6 @@ def _cached(**options):
 kernel = _cached(inline="always")
 called_kernel = _cached()  # a leaf kernel called, not inlined
 parallel_kernel = _cached(parallel=True)
-
-
-def _package_source_hash():
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-PACKAGE_SOURCE_HASH = _package_source_hash()
 
 
 class ClosureCache(PackageCache):

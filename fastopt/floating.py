@@ -9,6 +9,10 @@ divisor, computed once, and still give the correctly rounded quotient, bit for b
 what ``x / c`` gives (:func:`divide_by_constant`).
 """
 
+import platform
+
+import llvmlite.binding
+import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import types
@@ -17,10 +21,30 @@ from numba.extending import intrinsic
 from ._jit import inlined
 
 
+def _fma_in_hardware():
+    """Whether numba compiles for a CPU with a fused multiply-add instruction.
+
+    Without one (``NUMBA_CPU_NAME=generic`` on x86-64, as set for a portable cache)
+    :func:`fma` is a call to the C library's ``fma``, ~6x slower than a division.
+    """
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return True  # in AArch64's base instruction set
+    name, features = numba.config.CPU_NAME, numba.config.CPU_FEATURES
+    if name in (None, "host"):
+        features = llvmlite.binding.get_host_cpu_features().flatten()
+    flags = (features or "").split(",")
+    if "+fma" in flags or "-fma" in flags:
+        return "+fma" in flags
+    return name not in ("generic", "x86-64", "x86-64-v2")
+
+
+FMA_IN_HARDWARE = _fma_in_hardware()
+
+
 @intrinsic
 def fma(typingctx, a, b, c):
     """``a * b + c`` with one rounding (LLVM's ``llvm.fma``: the CPU's instruction, or
-    the C library's ``fma`` where there is none)."""
+    the C library's ``fma`` where there is none; see ``FMA_IN_HARDWARE``)."""
     signature = types.float64(types.float64, types.float64, types.float64)
 
     def codegen(context, builder, sig, args):
@@ -64,13 +88,14 @@ def divide_by_constant(x, c, hi, lo):
         q' = \mathrm{RN}(q + r\,hi) = \mathrm{RN}(x / c)
 
     ``q`` is within an ulp of x/c (``hi + lo`` is 1/c to 2^-106), so ``r`` is a float,
-    computed exactly, and Markstein's theorem (``hi`` is 1/c to a relative error below
-    2^-53, and ``q`` within an ulp) makes ``q'`` the correctly rounded quotient when
-    nothing underflows or overflows: for ``|x|`` in ``X_RANGE`` and ``|c|`` in
-    ``C_RANGE``. Otherwise the result is ``x * hi``, which is ``x / c`` for x = 0, inf
-    or NaN, and for c = 0, inf or NaN; exact therefore for every ``x`` in ``X_RANGE``
-    or not finite or zero, and every ``c`` in ``C_RANGE`` or not finite or zero.
-    (Outside those, a finite x or c, the product can be an ulp off.)
+    computed exactly, and Markstein's theorem (``hi`` within half an ulp of 1/c, ``q``
+    within an ulp of x/c) makes ``q'`` the correctly rounded quotient when nothing
+    underflows or overflows: for ``|x|`` in ``X_RANGE`` and ``|c|`` in ``C_RANGE``.
+    Otherwise the result is ``x * hi``. That is ``x / c`` for x = 0, inf or NaN when
+    ``|c|`` is in ``C_RANGE``, and for c = 0, inf or NaN when x is in ``X_RANGE`` or
+    is 0, inf or NaN: exact, therefore, for every such pair of x and c. Elsewhere (a
+    finite c or x outside its range) it can be off by ulps, or be inf or NaN where x / c
+    is finite.
     """
     q = fma(x, hi, x * lo)
     q = fma(fma(-q, c, x), hi, q)

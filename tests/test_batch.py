@@ -330,9 +330,21 @@ def test_closures_linked_into_cached_loops_have_names_of_their_own():
     from fastopt.loop import called_update
     from fastopt.rules import RULES
 
-    names = {called_update(RULES[m].update).py_func.__qualname__
-             for m in ("sgd", "adam", "rmsprop", "adagrad")}
-    assert len(names) == 4
+    methods = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+    names = {called_update(RULES[m].update).py_func.__qualname__ for m in methods}
+    assert len(names) == len(methods)
+
+
+def test_kernel_cache_entries_are_keyed_by_all_of_fastopts_sources(monkeypatch):
+    # A kernel inlines kernels of other modules (Adam's fastopt.floating); numba keys a
+    # cache entry by the kernel's own file only, so an edit elsewhere must change the key.
+    from fastopt import _jit
+    from fastopt.rules.adam import adam_update_vector
+
+    cache, codegen = adam_update_vector._cache, adam_update_vector.targetctx.codegen()
+    key = cache._index_key(("a signature",), codegen)
+    monkeypatch.setattr(_jit, "PACKAGE_SOURCE_HASH", "after an edit of another module")
+    assert cache._index_key(("a signature",), codegen) != key
 
 
 def test_portable_loops_cached_by_two_processes_load_into_a_third(tmp_path):

@@ -109,3 +109,19 @@ def test_divides_exactly_where_the_quotient_is_nearly_a_midpoint():
 def test_divides_exactly_by_zero_inf_and_nan_and_keeps_signed_zeros():
     specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -3.5, 2.0**-900, 1e300])
     _assert_divides_exactly(specials, [0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -0.3])
+
+
+def test_fma_counts_as_hardware_unless_numba_targets_a_cpu_without_it(monkeypatch):
+    import platform
+
+    import fastopt.floating as floating
+
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        assert floating._fma_in_hardware()
+        return
+    for name, features, expected in [("generic", "", False), ("x86-64", None, False),
+                                      ("generic", "+sse2,+fma", True),
+                                      ("skylake", "", True), ("skylake", "-fma", False)]:
+        monkeypatch.setattr(numba.config, "CPU_NAME", name)
+        monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
+        assert floating._fma_in_hardware() is expected, (name, features)

@@ -199,11 +199,11 @@ ADAM_CASES = [case for case in KERNEL_CASES if case[0] in ("adam", "adamw")]
 @pytest.mark.parametrize("case", ADAM_CASES, ids=case_id)
 def test_adam_loop_kernels_equal_the_public_kernel_bit_for_bit(case, n):
     # The loops' Adam kernels divide by sqrt(1 - beta2**t) with multiplies
-    # (fastopt.floating) where they run as vectors: the rule's update from 16 elements on,
-    # the per-lane update_block and the step API's adam_update_vector always. The public
-    # kernel divides. Over steps where the
-    # bias correction changes and where it becomes exactly 1.0, with NaN and inf
-    # gradients, all give the same bits.
+    # (fastopt.floating) where they run as vectors: the rule's update, the per-lane
+    # update_block and the step API's adam_update_vector, from 16 elements or lanes on.
+    # The public kernel divides. Over the first steps and those where the bias
+    # correction's square root reaches exactly 1.0, with NaN and inf gradients, all give
+    # the same bits.
     from fastopt._layout import N_COUNTERS, STEP
 
     method, hyper = case
@@ -221,8 +221,12 @@ def test_adam_loop_kernels_equal_the_public_kernel_bit_for_bit(case, n):
     lane_steps = np.zeros(n, np.int64)
     H = np.repeat(hyper_row[:, None], n, axis=1)
     vector = (param.copy(), {k: v.copy() for k, v in state.items()}, np.zeros(1, np.int64))
-    saturated = math.ceil(rules.adam.SATURATED_STEPS / (1.0 - h["beta2"]))
-    for step in (*range(1, 40), *range(saturated - 5, saturated + 5)):
+    # the last step where sqrt(1 - beta2**t) < 1 (torch's arithmetic; 36,313 for 0.999)
+    last, after = 1, math.ceil(rules.adam.SATURATED_STEPS / (1.0 - h["beta2"]))
+    while after - last > 1:
+        middle = (last + after) // 2
+        last, after = (middle, after) if (1.0 - h["beta2"]**middle)**0.5 < 1.0 else (last, middle)
+    for step in (*range(1, 40), *range(last - 5, last + 5)):
         public[2][0] = vector[2][0] = counters[STEP] = step - 1
         lane_steps[:] = step  # update_block takes the step it is at
         grad = with_nonfinite(rng.standard_normal(n), rng, fraction=0.02) if step > 30 else \
@@ -235,7 +239,7 @@ def test_adam_loop_kernels_equal_the_public_kernel_bit_for_bit(case, n):
             h["maximize"], method == "adamw")
         rule.update(x, grad, S, hyper_row, counters)
         rule.update_block(X, grad[None, :].copy(), SB, H, lane_steps, np.ones(n, np.bool_),
-                          np.empty((6, n)))
+                          np.full((6, n), np.nan))
         assert counters[STEP] == public[2][0] == step
         vector_buffers = np.stack([vector[1][name] for name in names])
         for got, buffers in ((x, S), (X[0], SB[:, 0, :]), (vector[0], vector_buffers)):

@@ -24,7 +24,7 @@ from numba import prange
 
 from .._jit import called_kernel, kernel, parallel_kernel
 from .._layout import STEP
-from ..floating import divide_by_constant, reciprocal_pair
+from ..floating import FMA_IN_HARDWARE, divide_by_constant, reciprocal_pair
 from ._spec import Rule, check_range
 
 
@@ -90,6 +90,16 @@ DIVIDE = (0.0, 0.0)
 # from this many elements on, a loop of adam_coord is throughput-bound, and divides with
 # multiplies (a 2-D start's loop, latency-bound, would take ~3 ns more per iteration)
 MULTIPLY_FROM_SIZE = 16
+
+
+@kernel
+def reciprocal_or_divide(bias_correction2_sqrt, size):
+    """:func:`adam_coord`'s ``bias_correction2_reciprocal`` for a loop over ``size``
+    elements: the reciprocal pair where the loop is a vector loop and the CPU has a fused
+    multiply-add (``fastopt.floating.FMA_IN_HARDWARE``), ``DIVIDE`` otherwise."""
+    if size >= MULTIPLY_FROM_SIZE and FMA_IN_HARDWARE:
+        return reciprocal_pair(bias_correction2_sqrt)
+    return DIVIDE
 
 
 @kernel
@@ -185,7 +195,8 @@ def adam_update_vector(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq, l
     step_size, bc2_sqrt = adam_step_sizes(step[0], lr, beta1, beta2)
     scale, decay = adam_weight_decay(lr, weight_decay, decoupled)
     adam_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, scale, decay,
-               amsgrad, maximize, step_size, bc2_sqrt, reciprocal_pair(bc2_sqrt))
+               amsgrad, maximize, step_size, bc2_sqrt,
+               reciprocal_or_divide(bc2_sqrt, param.size))
 
 
 @parallel_kernel
@@ -208,7 +219,6 @@ def adam_update_parallel(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq,
 
 
 def _make_update(decoupled):
-    @kernel
     def update(x, g, state, hyper, counters):
         """The rule's step in the loops: :func:`adam_update` on ``state`` = (exp_avg,
         exp_avg_sq, max_exp_avg_sq), hyperparameters ``hyper`` in ``ADAM_RULE.hyper_names``.
@@ -222,7 +232,7 @@ def _make_update(decoupled):
         counters[STEP] += 1
         lr, beta1, beta2, eps = hyper[0], hyper[1], hyper[2], hyper[3]
         step_size, bc2_sqrt = adam_step_sizes(counters[STEP], lr, beta1, beta2)
-        reciprocal = reciprocal_pair(bc2_sqrt) if x.size >= MULTIPLY_FROM_SIZE else DIVIDE
+        reciprocal = reciprocal_or_divide(bc2_sqrt, x.size)
         scale, decay = adam_weight_decay(lr, hyper[4], decoupled)
         amsgrad, maximize = hyper[5] != 0.0, hyper[6] != 0.0
         exp_avg, exp_avg_sq, max_exp_avg_sq = state[0], state[1], state[2]
@@ -231,7 +241,10 @@ def _make_update(decoupled):
                 x[i], g[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i], beta1, beta2, eps,
                 scale, decay, amsgrad, maximize, step_size, bc2_sqrt, reciprocal)
 
-    return update
+    # a name of its own per rule: loops call the rule's update by a symbol named after it
+    # (see fastopt.loop.called_update)
+    update.__name__ = update.__qualname__ = "_update_adamw" if decoupled else "_update_adam"
+    return kernel(update)
 
 
 _update_adam = _make_update(False)
@@ -251,7 +264,7 @@ def _make_update_block(decoupled):
                     scratch[k, b] = scratch[k, b - 1]
             else:
                 scratch[0, b], scratch[1, b] = adam_step_sizes(step[b], H[0, b], H[1, b], H[2, b])
-                scratch[2, b], scratch[3, b] = reciprocal_pair(scratch[1, b])
+                scratch[2, b], scratch[3, b] = reciprocal_or_divide(scratch[1, b], B)
             scratch[4, b], scratch[5, b] = adam_weight_decay(H[0, b], H[4, b], decoupled)
         for i in range(d):
             for b in range(B):
