@@ -102,10 +102,12 @@ def make_block_loop(rule, objective, d, portable=False):
     """
     blockwise = objective.block_fun is not None
     if portable:
-        return _make_block_loop(rule.update, rule.update_block, evaluate_by_address, blockwise,
+        return _make_block_loop(rule.update, rule.update_block, rule.block_scratch_rows,
+                                evaluate_by_address, blockwise,
                                 cache_key=("block", rule.name, blockwise))
     evaluate = make_evaluate(objective.fg, objective.block_fun, objective.lane_views)
-    return _make_block_loop(rule.update, rule.update_block, evaluate, blockwise, _fixed_dim(d))
+    return _make_block_loop(rule.update, rule.update_block, rule.block_scratch_rows, evaluate,
+                            blockwise, _fixed_dim(d))
 
 
 def _fixed_dim(d):
@@ -238,7 +240,8 @@ def lanes_share_settings(hyper, controls, counters, lo, live, first):
 
 
 @functools.lru_cache(maxsize=256)
-def _make_block_loop(update, update_block, evaluate, blockwise, fixed_dim=0, cache_key=None):
+def _make_block_loop(update, update_block, scratch_rows, evaluate, blockwise, fixed_dim=0,
+                     cache_key=None):
     update_flat = called_update(update)  # called, not inlined: see called_update
 
     # The passes over lanes below are written to vectorize across lanes: rows outer,
@@ -283,7 +286,7 @@ def _make_block_loop(update, update_block, evaluate, blockwise, fixed_dim=0, cac
         saved = np.zeros(B, dtype=np.bool_)
         flag = np.empty(B, dtype=np.bool_)
         flag2 = np.empty(B, dtype=np.bool_)
-        scratch = np.empty((6, B))  # per-lane scalars for update_block (Adam: 6 rows)
+        scratch = np.empty((scratch_rows, B))  # per-lane scalars for update_block
         xbuf = np.empty(d)
         gbuf = np.empty(d)
         for b in range(B):

@@ -44,11 +44,14 @@ class Rule(NamedTuple):
     update: object = None  # compiled update(x, g, state, hyper, counters), first-order rules
     # update_block(X, G, S, H, step, active, scratch): the same rule for a block of starts
     # in lockstep, structure of arrays (coordinates by rows, starts by columns), scratch a
-    # (4, B) work array for per-lane scalars; the driver has already counted this step in
-    # step[b] for the active lanes.
+    # (block_scratch_rows, B) work array for per-lane scalars; the driver has already
+    # counted this step in step[b] for the active lanes.
     update_block: object = None
+    block_scratch_rows: int = 0
     advance: object = None  # compiled advance(fg, hess, args, ...), rules that evaluate f
-    init: Callable = None  # init(state, hyper) on (N, n_state, d) zeros, or None
+    # init(state, hyper, matrices) on (N, n_state, d) zeros, matrices the options named in
+    # matrix_options; or None
+    init: Callable = None
     has_lr: bool = True
     scalar_only: tuple = ()  # hyperparameters that may not vary per start
     needs_hess: bool = False

@@ -116,4 +116,5 @@ ADAGRAD_RULE = Rule(
     init=_init,
     update=_update,
     update_block=_update_block,
+    block_scratch_rows=1,
 )

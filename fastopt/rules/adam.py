@@ -221,7 +221,7 @@ def adam_update_parallel(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq,
 def _make_update(decoupled):
     def update(x, g, state, hyper, counters):
         """The rule's step in the loops: :func:`adam_update` on ``state`` = (exp_avg,
-        exp_avg_sq, max_exp_avg_sq), hyperparameters ``hyper`` in ``ADAM_RULE.hyper_names``.
+        exp_avg_sq, max_exp_avg_sq), hyperparameters ``hyper`` in ``ADAM_RULE.hyperparameters``.
 
         One loop reads and writes all three buffers whatever the options (AMSGrad's is
         written back unchanged without amsgrad). A buffer read under a condition, as in
@@ -295,6 +295,6 @@ _DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_deca
 
 ADAM_RULE = Rule(name="adam", hyperparameters=_HYPER, defaults=_DEFAULTS, validate=_validate,
                  n_state=lambda d, v: 3, update=_update_adam,
-                 update_block=_make_update_block(False))
+                 update_block=_make_update_block(False), block_scratch_rows=6)
 ADAMW_RULE = ADAM_RULE._replace(name="adamw", defaults={**_DEFAULTS, "weight_decay": 1e-2},
                                 update=_update_adamw, update_block=_make_update_block(True))
