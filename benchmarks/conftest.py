@@ -48,15 +48,26 @@ STEP_PARAMS_FULL = 10_000_000
 STEP_PARAMS_SMOKE = 1_000_000  # still above fastopt's PARALLEL_THRESHOLD (2**18)
 MINIMIZE_ITERS_FULL = 100_000
 MINIMIZE_ITERS_SMOKE = 10_000
+RULE_STEP_PARAMS_FULL = 100_000  # below PARALLEL_THRESHOLD: the serial kernels
+RULE_STEP_PARAMS_SMOKE = 10_000
+RULE_BATCH_SHAPES_FULL = [(10_000, 10), (100, 1000)]  # the block form; the point form
+RULE_BATCH_SHAPES_SMOKE = [(n // 10, d) for n, d in RULE_BATCH_SHAPES_FULL]
+# steps per timed call of a rule's step: the arrays warm in cache after the first, as in
+# a training loop, whatever else the report interleaves
+RULE_STEPS_PER_CALL = 10
 
 
 def sizes(full=FULL):
     """The sizes of every workload: the issue's (``full``) or the smoke test's."""
     if full:
         return {"batch_shapes": BATCH_SHAPES_FULL, "batch_steps": BATCH_STEPS_FULL,
-                "step_params": STEP_PARAMS_FULL, "minimize_iters": MINIMIZE_ITERS_FULL}
+                "step_params": STEP_PARAMS_FULL, "minimize_iters": MINIMIZE_ITERS_FULL,
+                "rule_step_params": RULE_STEP_PARAMS_FULL,
+                "rule_batch_shapes": RULE_BATCH_SHAPES_FULL}
     return {"batch_shapes": BATCH_SHAPES_SMOKE, "batch_steps": BATCH_STEPS_SMOKE,
-            "step_params": STEP_PARAMS_SMOKE, "minimize_iters": MINIMIZE_ITERS_SMOKE}
+            "step_params": STEP_PARAMS_SMOKE, "minimize_iters": MINIMIZE_ITERS_SMOKE,
+            "rule_step_params": RULE_STEP_PARAMS_SMOKE,
+            "rule_batch_shapes": RULE_BATCH_SHAPES_SMOKE}
 
 
 SIZES = sizes()
@@ -669,6 +680,92 @@ def cold_start(cache_dir):
     return timings
 
 
+# --- workload 5: every rule and option set, step API and batch ---------------------------
+# (method, options): each rule plain and with each option that changes its loop's buffers
+# or arithmetic. lr keeps every Rosenbrock start in [-2, 2]^d finite for the batch steps.
+RULE_CASES = [
+    ("sgd", {"lr": 1e-4}),
+    ("sgd", {"lr": 1e-4, "momentum": 0.9}),
+    ("sgd", {"lr": 1e-4, "momentum": 0.9, "nesterov": True}),
+    ("adagrad", {"lr": 1e-2}),
+    ("rmsprop", {"lr": 1e-4}),
+    ("rmsprop", {"lr": 1e-4, "momentum": 0.9}),
+    ("rmsprop", {"lr": 1e-4, "centered": True}),
+    ("rmsprop", {"lr": 1e-4, "momentum": 0.9, "centered": True}),
+    ("adam", {"lr": 1e-3}),
+    ("adam", {"lr": 1e-3, "amsgrad": True}),
+    ("adamw", {"lr": 1e-3}),
+]
+_TORCH_RULES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
+                "adamw": "AdamW"}
+
+
+def rule_case_id(case):
+    method, options = case
+    return method + "".join(f"-{k}" if v is True else f"-{k}={v}" for k, v in options.items()
+                            if k != "lr")
+
+
+def prepare_rule_step(case, n):
+    """``RULE_STEPS_PER_CALL`` steps of fastopt's step API (``opt.step``) for ``case`` on
+    ``n`` parameters (the serial kernels)."""
+    method, options = case
+    x, g = _step_arrays(n)
+    g *= 1e-3
+    opt = getattr(fastopt, _TORCH_RULES[method])(**options)
+    state = opt.init(x)
+    opt.step(x, g, state)  # compile / load from cache (not timed)
+
+    def run():
+        for _ in range(RULE_STEPS_PER_CALL):
+            opt.step(x, g, state)
+        return x
+
+    return run
+
+
+def prepare_torch_rule_step(case, n, threads=TORCH_THREADS):
+    """torch.optim's optimizer for ``case`` on one float64 tensor of ``n`` parameters,
+    fused where torch has a fused CPU kernel (all but RMSprop): ``RULE_STEPS_PER_CALL``
+    calls of ``step()`` with a fixed gradient."""
+    import inspect
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(threads)
+    method, options = case
+    x, g = _step_arrays(n)
+    g *= 1e-3
+    p = torch.nn.Parameter(torch.from_numpy(x))
+    p.grad = torch.from_numpy(g)
+    optimizer = getattr(torch.optim, _TORCH_RULES[method])
+    fused = {"fused": True} if "fused" in inspect.signature(optimizer).parameters else {}
+    opt = optimizer([p], **options, **fused)
+    opt.step()  # allocates the state (not timed)
+
+    def run():
+        torch.set_num_threads(threads)
+        for _ in range(RULE_STEPS_PER_CALL):
+            opt.step()
+        return x
+
+    return run
+
+
+def prepare_rule_batch(case, X0, steps):
+    """``minimize_batch`` with ``case`` on Rosenbrock for ``steps`` steps, in the form
+    ``rosenbrock.batch_kwargs(d)`` picks (block form up to d = 64, point form above);
+    ``run()`` returns the result, whose ``nit`` gives the coordinate-steps taken."""
+    method, options = case
+    kwargs = rosenbrock.batch_kwargs(X0.shape[1])
+    opts = {**options, "maxiter": steps, "gtol": 0.0}
+    fastopt.minimize_batch(X0=X0[:2], method=method, options=opts, **kwargs)  # compile
+
+    def run():
+        return fastopt.minimize_batch(X0=X0, method=method, options=opts, **kwargs)
+
+    return run
+
+
 # --- pytest plumbing ---------------------------------------------------------------------
 # The benchmark files take everything above from the ``workloads`` fixture and are
 # parametrized here, so they never ``import conftest`` (ambiguous next to tests/conftest.py).
@@ -696,6 +793,8 @@ def pytest_generate_tests(metafunc):
         "compile_kind": (list(COMPILE_KINDS), None),
         "compile_method": (list(COMPILE_METHODS), None),
         "workers": ([1, 2], lambda w: f"workers{w}"),
+        "rule_case": (RULE_CASES, rule_case_id),
+        "rule_batch_shape": (SIZES["rule_batch_shapes"], shape_id),
     }
     for name, (values, ids) in params.items():
         if name in metafunc.fixturenames:

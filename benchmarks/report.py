@@ -460,7 +460,59 @@ def section_compile(S, repeats):
     out(load.line() + "\n")
 
 
-SECTIONS = ("batch", "step", "minimize", "scaling", "cold", "compile")
+def section_rules(S, repeats):
+    n, steps = S["rule_step_params"], S["batch_steps"]
+    out("## 7. Every rule and option set\n")
+    out(f"Step API: `opt.step` on {n:,} parameters (the serial kernels), "
+        f"{W.RULE_STEPS_PER_CALL} steps a call, against "
+        "torch.optim's step on one float64 tensor, fused where torch has a fused CPU kernel "
+        f"(all but RMSprop). Batch: `minimize_batch` on Rosenbrock, T = {steps}, in the form "
+        "`rosenbrock.batch_kwargs(d)` picks (block form at d = 10, point form at d = 1000); "
+        "ns per coordinate-step. \"÷ plain\" is a row's time over its rule's first row: an "
+        "option that turns a vector loop into a scalar one shows there.\n")
+    shapes = S["rule_batch_shapes"]
+    step_runs, batch_runs = {}, {shape: {} for shape in shapes}
+    wait_for_quiet()
+    for case in W.RULE_CASES:
+        name = W.rule_case_id(case)
+        for key, factory in ((name, W.prepare_rule_step),
+                             (f"{name} torch", W.prepare_torch_rule_step)):
+            run = prepare(factory, case, n)
+            if run is not None:
+                step_runs[key] = run
+        for shape in shapes:
+            run = prepare(W.prepare_rule_batch, case, W.starts(*shape), steps)
+            if run is not None:
+                batch_runs[shape][name] = run
+    with OtherLoad() as load:
+        step_best, _, _ = best_of(step_runs, max(repeats, 20), budget_s=30.0)
+        batch_best = {shape: best_of(runs, repeats, budget_s=60.0)[0]
+                      for shape, runs in batch_runs.items()}
+    plain = {}
+    rows = []
+    for method, options in W.RULE_CASES:
+        name = W.rule_case_id((method, options))
+        plain.setdefault(method, name)
+        t, torch_t = step_best.get(name), step_best.get(f"{name} torch")
+        per_step = n * W.RULE_STEPS_PER_CALL
+        row = [name, f"{t / per_step * 1e9:.2f}" if t else NA,
+               fmt_ratio(ratio(t, step_best.get(plain[method]))),
+               f"{torch_t / per_step * 1e9:.2f}" if torch_t else NA,
+               fmt_ratio(ratio(t, torch_t))]
+        for shape in shapes:
+            b = batch_best[shape].get(name)
+            row += [f"{b / (shape[0] * shape[1] * steps) * 1e9:.2f}" if b else NA,
+                    fmt_ratio(ratio(b, batch_best[shape].get(plain[method])))]
+        rows.append(row)
+    header = ["rule, options", "step ns/param", "÷ plain", "torch ns/param",
+              "fastopt / torch"]
+    for N, d in shapes:
+        header += [f"batch {N:,}×{d} ns", "÷ plain"]
+    out(table(header, rows))
+    out(load.line() + "\n")
+
+
+SECTIONS = ("batch", "step", "minimize", "scaling", "cold", "compile", "rules")
 
 
 def main(argv=None):
@@ -501,6 +553,8 @@ def main(argv=None):
         section_cold_start(repeats if full else 1, targets)
     if "compile" in sections:
         section_compile(S, 3 if full else 1)
+    if "rules" in sections:
+        section_rules(S, repeats)
     out("## Targets of the issue\n")
     if not full:
         out("_quick sizes: the targets are for the full sizes; shown for orientation only._\n")

@@ -246,7 +246,7 @@ class RMSprop(Optimizer):
                 + (("grad_avg",) if self.centered else ()))
 
     def _apply(self, parallel, p, g, s):
-        kernel = rmsprop.rmsprop_update_parallel if parallel else rmsprop.rmsprop_update
+        kernel = rmsprop.rmsprop_update_parallel if parallel else rmsprop.rmsprop_update_vector
         h = self.hyperparameters
         kernel(p, g, s.step, s.square_avg, s.momentum_buffer, s.grad_avg, h["lr"], h["alpha"],
                h["eps"], h["weight_decay"], h["momentum"], h["centered"], h["maximize"])

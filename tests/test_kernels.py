@@ -248,6 +248,67 @@ def test_adam_loop_kernels_equal_the_public_kernel_bit_for_bit(case, n):
                 assert_bitwise_equal(buffers[k], public[1][name])
 
 
+RMSPROP_CASES = [case for case in KERNEL_CASES if case[0] == "rmsprop"]
+
+
+@pytest.mark.parametrize("case", RMSPROP_CASES, ids=case_id)
+def test_rmsprop_loop_kernels_equal_the_public_kernel_bit_for_bit(case):
+    # RMSprop's loops read every buffer unconditionally (the rule's update), branch on the
+    # options outside the loop (the step API's rmsprop_update_vector), or take each lane's
+    # momentum as it comes (update_block: lanes here alternate between the case's momentum
+    # and the other choice). All give the public kernel's bits, NaN and inf included.
+    from fastopt._layout import N_COUNTERS, STEP
+
+    method, hyper = case
+    rule = rules.rmsprop.RMSPROP_RULE
+    other = {**hyper, "momentum": 0.0 if hyper.get("momentum", 0.0) > 0.0 else 0.7}
+    names = naive.RULES[method][1]
+    n = 1001
+    rng = np.random.default_rng(n)
+    state = random_state(method, n, rng)
+    param = rng.standard_normal(n)
+    runs = {key: (param.copy(), {k: v.copy() for k, v in state.items()}, np.zeros(1, np.int64))
+            for key in ("public", "other", "vector")}
+    hyper_row, other_row = (np.array([float(full_hyper(method, h)[k])
+                                      for k in rule.hyperparameters]) for h in (hyper, other))
+    x, S = param.copy(), np.stack([state[k] for k in names])
+    counters = np.zeros(N_COUNTERS, np.int64)
+    mixed = np.arange(n) % 2 == 1  # lanes that take the other momentum
+    X, SB = param.copy()[None, :], np.stack([state[k] for k in names])[:, None, :]
+    H = np.where(mixed, other_row[:, None], hyper_row[:, None])
+    lane_steps = np.zeros(n, np.int64)
+    h = full_hyper(method, hyper)
+    for step in range(1, 40):
+        grad = with_nonfinite(rng.standard_normal(n), rng, fraction=0.02) if step > 30 else \
+            rng.standard_normal(n)
+        call_kernel(method, runs["public"][0], grad, runs["public"][2], runs["public"][1], hyper)
+        call_kernel(method, runs["other"][0], grad, runs["other"][2], runs["other"][1], other)
+        p, s, t = runs["vector"]
+        rules.rmsprop.rmsprop_update_vector(
+            p, grad, t, s["square_avg"], s["momentum_buffer"], s["grad_avg"], h["lr"],
+            h["alpha"], h["eps"], h["weight_decay"], h["momentum"], h["centered"],
+            h["maximize"])
+        rule.update(x, grad, S, hyper_row, counters)
+        lane_steps[:] = step
+        rule.update_block(X, grad[None, :].copy(), SB, H, lane_steps, np.ones(n, np.bool_),
+                          np.full((0, n), np.nan))
+        assert counters[STEP] == t[0] == step
+        public, other_run = runs["public"], runs["other"]
+        lanes = (np.where(mixed, other_run[0], public[0]),
+                 {k: np.where(mixed, other_run[1][k], public[1][k]) for k in names})
+        lane_momentum = np.where(mixed, other["momentum"], h["momentum"]) > 0.0
+        for got, buffers, expected, momentum in (
+                (x, S, public, np.full(n, h["momentum"] > 0.0)),
+                (p, np.stack([s[k] for k in names]), public, np.full(n, h["momentum"] > 0.0)),
+                (X[0], SB[:, 0, :], lanes, lane_momentum)):
+            assert_bitwise_equal(got, expected[0])
+            # an unused buffer may be written back unchanged or left alone
+            used = {"square_avg": np.full(n, True), "momentum_buffer": momentum,
+                    "grad_avg": np.full(n, h["centered"])}
+            for k, name in enumerate(names):
+                assert_bitwise_equal(buffers[k][used[name]], expected[1][name][used[name]])
+
+
 FORKED_STEP_SCRIPT = """
 import multiprocessing
 import numpy as np

@@ -165,7 +165,27 @@ def adam_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, e
                param_scale, grad_decay, amsgrad, maximize, step_size, bias_correction2_sqrt,
                bias_correction2_reciprocal):
     """:func:`adam_coord` over every element in one ``prange`` per value of ``amsgrad``
-    (``max_exp_avg_sq`` may be empty without it): a ``range`` in a serial caller."""
+    (``max_exp_avg_sq`` may be empty without it) and per way of dividing by
+    ``sqrt(1 - beta2**t)``: a ``range`` in a serial caller.
+
+    Taken inside the loop, the branch between dividing and multiplying is left to LLVM
+    to unswitch; where it does not, the vector loop computes both ways and the divider
+    bounds it again (AMSGrad's loop: 1.9 against 1.4 ns per element).
+    """
+    if bias_correction2_reciprocal[0] != 0.0:
+        _adam_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps,
+                    param_scale, grad_decay, amsgrad, maximize, step_size,
+                    bias_correction2_sqrt, bias_correction2_reciprocal)
+    else:
+        _adam_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps,
+                    param_scale, grad_decay, amsgrad, maximize, step_size,
+                    bias_correction2_sqrt, DIVIDE)
+
+
+@kernel
+def _adam_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps,
+                param_scale, grad_decay, amsgrad, maximize, step_size, bias_correction2_sqrt,
+                bias_correction2_reciprocal):
     if amsgrad:
         for i in prange(param.size):
             param[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = adam_coord(
