@@ -486,8 +486,13 @@ def section_rules(S, repeats):
                 batch_runs[shape][name] = run
     with OtherLoad() as load:
         step_best, _, _ = best_of(step_runs, max(repeats, 20), budget_s=30.0)
-        batch_best = {shape: best_of(runs, repeats, budget_s=60.0)[0]
-                      for shape, runs in batch_runs.items()}
+        batch = {shape: best_of(runs, repeats, budget_s=60.0)
+                 for shape, runs in batch_runs.items()}
+    batch_best = {shape: result[0] for shape, result in batch.items()}
+    for shape, (_, _, results) in batch.items():  # ns per coordinate-step: all T steps taken
+        for name, res in results.items():
+            if not np.all(res.nit == steps):
+                raise RuntimeError(f"{name} at {shape}: a start stopped before step {steps}")
     plain = {}
     rows = []
     for method, options in W.RULE_CASES:

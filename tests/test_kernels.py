@@ -248,7 +248,13 @@ def test_adam_loop_kernels_equal_the_public_kernel_bit_for_bit(case, n):
                 assert_bitwise_equal(buffers[k], public[1][name])
 
 
-RMSPROP_CASES = [case for case in KERNEL_CASES if case[0] == "rmsprop"]
+# every combination of the options that choose RMSprop's loop or change its arithmetic
+RMSPROP_CASES = [
+    ("rmsprop", {"lr": 0.1, "alpha": alpha, "momentum": momentum, "centered": centered,
+                 "maximize": maximize, "weight_decay": weight_decay})
+    for momentum in (0.0, 0.9) for centered in (False, True) for maximize in (False, True)
+    for weight_decay, alpha in ((0.0, 0.9), (0.1, 0.3))  # alpha: both torch.lerp formulas
+]
 
 
 @pytest.mark.parametrize("case", RMSPROP_CASES, ids=case_id)
@@ -256,19 +262,20 @@ def test_rmsprop_loop_kernels_equal_the_public_kernel_bit_for_bit(case):
     # RMSprop's loops read every buffer unconditionally (the rule's update), branch on the
     # options outside the loop (the step API's rmsprop_update_vector), or take each lane's
     # momentum as it comes (update_block: lanes here alternate between the case's momentum
-    # and the other choice). All give the public kernel's bits, NaN and inf included.
+    # and the other choice). All give the bits of the public kernel and of the plain-NumPy
+    # reference (torch's formula in torch's order), NaN and inf included.
     from fastopt._layout import N_COUNTERS, STEP
 
     method, hyper = case
     rule = rules.rmsprop.RMSPROP_RULE
-    other = {**hyper, "momentum": 0.0 if hyper.get("momentum", 0.0) > 0.0 else 0.7}
+    other = {**hyper, "momentum": 0.0 if hyper["momentum"] > 0.0 else 0.7}
     names = naive.RULES[method][1]
     n = 1001
     rng = np.random.default_rng(n)
     state = random_state(method, n, rng)
     param = rng.standard_normal(n)
     runs = {key: (param.copy(), {k: v.copy() for k, v in state.items()}, np.zeros(1, np.int64))
-            for key in ("public", "other", "vector")}
+            for key in ("public", "other", "vector", "naive", "naive-other")}
     hyper_row, other_row = (np.array([float(full_hyper(method, h)[k])
                                       for k in rule.hyperparameters]) for h in (hyper, other))
     x, S = param.copy(), np.stack([state[k] for k in names])
@@ -283,6 +290,12 @@ def test_rmsprop_loop_kernels_equal_the_public_kernel_bit_for_bit(case):
             rng.standard_normal(n)
         call_kernel(method, runs["public"][0], grad, runs["public"][2], runs["public"][1], hyper)
         call_kernel(method, runs["other"][0], grad, runs["other"][2], runs["other"][1], other)
+        for key, options in (("naive", hyper), ("naive-other", other)):
+            p0, s0, _ = runs[key]
+            p0[:], *buffers = naive.rmsprop(p0, grad, *(s0[k] for k in names), step,
+                                            **full_hyper(method, options))
+            for k, buffer in zip(names, buffers, strict=True):
+                s0[k][:] = buffer
         p, s, t = runs["vector"]
         rules.rmsprop.rmsprop_update_vector(
             p, grad, t, s["square_avg"], s["momentum_buffer"], s["grad_avg"], h["lr"],
@@ -297,16 +310,19 @@ def test_rmsprop_loop_kernels_equal_the_public_kernel_bit_for_bit(case):
         lanes = (np.where(mixed, other_run[0], public[0]),
                  {k: np.where(mixed, other_run[1][k], public[1][k]) for k in names})
         lane_momentum = np.where(mixed, other["momentum"], h["momentum"]) > 0.0
-        for got, buffers, expected, momentum in (
-                (x, S, public, np.full(n, h["momentum"] > 0.0)),
-                (p, np.stack([s[k] for k in names]), public, np.full(n, h["momentum"] > 0.0)),
-                (X[0], SB[:, 0, :], lanes, lane_momentum)):
+        momentum = np.full(n, h["momentum"] > 0.0)
+        for got, buffers, expected, uses_momentum in (
+                (public[0], public[1], runs["naive"], momentum),
+                (other_run[0], other_run[1], runs["naive-other"], ~momentum),
+                (x, dict(zip(names, S, strict=True)), public, momentum),
+                (p, s, public, momentum),
+                (X[0], dict(zip(names, SB[:, 0, :], strict=True)), lanes, lane_momentum)):
             assert_bitwise_equal(got, expected[0])
             # an unused buffer may be written back unchanged or left alone
-            used = {"square_avg": np.full(n, True), "momentum_buffer": momentum,
+            used = {"square_avg": np.full(n, True), "momentum_buffer": uses_momentum,
                     "grad_avg": np.full(n, h["centered"])}
-            for k, name in enumerate(names):
-                assert_bitwise_equal(buffers[k][used[name]], expected[1][name][used[name]])
+            for name in names:
+                assert_bitwise_equal(buffers[name][used[name]], expected[1][name][used[name]])
 
 
 FORKED_STEP_SCRIPT = """

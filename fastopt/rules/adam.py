@@ -205,7 +205,7 @@ def adam_update_vector(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq, l
                        eps, weight_decay, amsgrad, maximize, decoupled):
     """:func:`adam_update` for a long vector, called from Python (the step API); the same bits.
 
-    One loop per value of ``amsgrad`` (:func:`adam_loops`), dividing by
+    One loop per value of ``amsgrad`` and way of dividing (:func:`adam_loops`), dividing by
     ``sqrt(1 - beta2**t)`` with multiplies (1.4 against 1.9 ns per element on one core).
     A user's ``@njit`` loop over short vectors wants :func:`adam_update`, which is
     inlined (~11 ns a step at 2 elements): this one is a call (~40 ns), and inlined, its
@@ -234,8 +234,9 @@ def adam_update_parallel(param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq,
     step[0] += 1
     step_size, bc2_sqrt = adam_step_sizes(step[0], lr, beta1, beta2)
     scale, decay = adam_weight_decay(lr, weight_decay, decoupled)
-    adam_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, scale, decay,
-               amsgrad, maximize, step_size, bc2_sqrt, DIVIDE)
+    # _adam_loops: adam_loops' branch on how to divide would compile both ways
+    _adam_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, scale, decay,
+                amsgrad, maximize, step_size, bc2_sqrt, DIVIDE)
 
 
 def _make_update(decoupled):
