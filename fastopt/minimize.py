@@ -234,6 +234,7 @@ def _wants_intermediate_result(callback):
 def _result(work, setup):
     counters = work.counters[0]
     code = int(counters[L.STATUS])
+    status, message = st.scipy_status(code, setup.rule.scipy_statuses)
     result = OptimizeResult(
         x=work.X[0],
         fun=float(work.F[0]),
@@ -241,9 +242,9 @@ def _result(work, setup):
         nit=int(counters[L.NIT]),
         nfev=int(counters[L.NFEV]),
         njev=int(counters[L.NJEV]),
-        status=code,
+        status=status,
         success=code in st.SUCCESS_CODES,
-        message=st.message(code),
+        message=message,
     )
     if setup.rule.needs_hess:
         result.nhev = int(counters[L.NHEV])

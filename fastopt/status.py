@@ -69,6 +69,14 @@ def message(code):
     return MESSAGES[Status(int(code))]
 
 
+def scipy_status(code, scipy_statuses=None):
+    """``(status, message)`` as ``minimize`` reports ``code``: the method's own scipy code
+    and text where ``scipy_statuses`` (a rule's) has one, else ``code`` and its message."""
+    if scipy_statuses is not None and int(code) in scipy_statuses:
+        return scipy_statuses[int(code)]
+    return int(code), message(code)
+
+
 def is_success(codes):
     """Elementwise: did the start converge (gtol, xtol or ftol)?"""
     return np.isin(np.asarray(codes), SUCCESS_CODES)

@@ -66,6 +66,9 @@ class Rule(NamedTuple):
     loop_defaults: dict = None
     tol_sets: tuple = ("gtol",)
     matrix_options: tuple = ()  # options that are one (d, d) matrix for every start
+    # fastopt.Status -> (status, message) that ``minimize`` reports instead, where the
+    # method's scipy counterpart has codes and texts of its own (L-BFGS-B); or None
+    scipy_statuses: dict = None
 
 
 def check_range(name, value, low, high=np.inf, low_inclusive=True, high_inclusive=False):

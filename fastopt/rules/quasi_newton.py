@@ -422,10 +422,21 @@ LBFGS_RULE = Rule(
 # scipy's minimize(method="L-BFGS-B") without bounds: the same rule (and compiled loops)
 # with L-BFGS-B's defaults: its line search's c1 = 1e-3, ftol = factr * eps = 1e7 * eps,
 # maxiter and maxfun 15000, and ``tol`` setting both ftol and gtol.
+# scipy's L-BFGS-B reports 0 for either convergence test and 1 for either limit, with the
+# texts of the original Fortran code (scipy.optimize._lbfgsb_py); its 2 (abnormal: the
+# line search failed) and 99 (callback) are fastopt's codes already
+LBFGSB_SCIPY_STATUSES = {
+    st.GTOL: (0, "CONVERGENCE: NORM OF PROJECTED GRADIENT <= PGTOL"),
+    st.FTOL: (0, "CONVERGENCE: RELATIVE REDUCTION OF F <= FACTR*EPSMCH"),
+    st.MAXITER: (1, "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"),
+    st.MAXFUN: (1, "STOP: TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT"),
+}
+
 LBFGSB_RULE = LBFGS_RULE._replace(
     defaults={**LBFGS_RULE.defaults, "c1": 1e-3},
     loop_defaults={"ftol": 1e7 * EPS, "maxiter": 15000, "maxfun": 15000},
     tol_sets=("ftol", "gtol"),
+    scipy_statuses=LBFGSB_SCIPY_STATUSES,
 )
 
 GD_LINE_SEARCH_RULE = Rule(
