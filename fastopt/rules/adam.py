@@ -193,6 +193,8 @@ def _adam_option_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, 
     to 0.85-0.92 of the speed of a loop with Adam's memory traffic and no arithmetic.
     (Where the loop is compute-bound, as in :func:`adam_update_vector`, they cost
     nothing measurable, and the second set of loops would double its compile time.)"""
+    # The arrays go one by one, not as a tuple: unpacked from a tuple in a parallel
+    # kernel, the prange loop's writes to them are lost (numba issues 5872 and 10338).
     if param_scale == 1.0 and grad_decay == 0.0 and not maximize:
         _adam_loops(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps,
                     1.0, 0.0, amsgrad, False, step_size, bias_correction2_sqrt,
