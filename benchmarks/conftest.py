@@ -696,8 +696,9 @@ RULE_CASES = [
     ("adam", {"lr": 1e-3, "amsgrad": True}),
     ("adamw", {"lr": 1e-3}),
 ]
-_TORCH_RULES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
-                "adamw": "AdamW"}
+# the step API's optimizers by method name; torch.optim's classes have the same names
+_STEP_API = {cls.method: cls for cls in (fastopt.SGD, fastopt.Adagrad, fastopt.RMSprop,
+                                         fastopt.Adam, fastopt.AdamW)}
 
 
 def rule_case_id(case):
@@ -712,7 +713,7 @@ def prepare_rule_step(case, n):
     method, options = case
     x, g = _step_arrays(n)
     g *= 1e-3
-    opt = getattr(fastopt, _TORCH_RULES[method])(**options)
+    opt = _STEP_API[method](**options)
     state = opt.init(x)
     opt.step(x, g, state)  # compile / load from cache (not timed)
 
@@ -737,7 +738,7 @@ def prepare_torch_rule_step(case, n, threads=TORCH_THREADS):
     g *= 1e-3
     p = torch.nn.Parameter(torch.from_numpy(x))
     p.grad = torch.from_numpy(g)
-    optimizer = getattr(torch.optim, _TORCH_RULES[method])
+    optimizer = getattr(torch.optim, _STEP_API[method].__name__)
     fused = {"fused": True} if "fused" in inspect.signature(optimizer).parameters else {}
     opt = optimizer([p], **options, **fused)
     opt.step()  # allocates the state (not timed)

@@ -36,6 +36,7 @@ from fastopt.functions import (
     rosenbrock_fun,
     rosenbrock_grad,
     rosenbrock_hess,
+    sphere,
     styblinski_tang,
     styblinski_tang_fun,
     styblinski_tang_grad,
@@ -509,17 +510,9 @@ def test_l_bfgs_b_stops_at_maxfun_as_scipy(options):
     assert batch.status[0] == Status.MAXFUN  # a batch keeps fastopt's codes
 
 
-def _quadratic(x):
-    return float(x @ x)
-
-
-def _quadratic_grad(x):
-    return 2.0 * x
-
-
 @pytest.mark.parametrize(("fun", "jac", "options"), [
     (rosenbrock.fun, rosenbrock.grad, None),  # the relative reduction of f
-    (_quadratic, _quadratic_grad, None),  # the projected gradient
+    (sphere.fun, sphere.grad, None),  # the projected gradient
     (rosenbrock.fun, rosenbrock.grad, {"maxiter": 5}),
     (rosenbrock.fun, rosenbrock.grad, {"maxfun": 4}),
 ], ids=["ftol", "gtol", "maxiter", "maxfun"])
